@@ -1,0 +1,166 @@
+"""Variable expansion and quote removal for Packerfile words.
+
+Forms: ``$V``, ``${V}``, ``${V:-word}``, ``${V-word}``, ``${V:+word}``, ``${V+word}``,
+``${V:?message}``, ``${V?message}``; single quotes suppress expansion, double quotes keep
+whitespace, the escape character (``\\`` or the ``# escape=`` one) makes the next character literal.
+
+Unlike Docker, a variable that no ARG declares is an error naming it (Docker silently expands it to
+nothing, and an empty path or type is never what a user meant), except inside a form that gives a
+default or alternative (``:-``, ``-``, ``:+``, ``+``) or an explicit message (``:?``, ``?``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ..errors import PackerfileError, SourcePosition
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPERATORS = (":-", ":+", ":?", "-", "+", "?")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The variables visible at one point: declared names, and the values of those that have one."""
+
+    values: Mapping[str, str]
+    declared: frozenset[str]
+
+
+class _Expander:
+    def __init__(
+        self, text: str, scope: Scope | None, escape: str, locate: Callable[[int], SourcePosition],
+        source_line: Callable[[int], str | None], heredoc: bool,
+    ) -> None:
+        self.text = text
+        self.scope = scope
+        self.escape = escape
+        self.locate = locate
+        self.source_line = source_line
+        self.heredoc = heredoc
+        self.i = 0
+
+    def error(self, message: str, offset: int) -> PackerfileError:
+        position = self.locate(offset)
+        return PackerfileError(message, position, self.source_line(position.line))
+
+    def run(self, stop: str = "") -> str:
+        """Process until end of text or an unquoted character in ``stop`` (used inside ``${...}``)."""
+        out: list[str] = []
+        text, esc = self.text, self.escape
+        while self.i < len(text):
+            ch = text[self.i]
+            if ch in stop:
+                break
+            if ch == esc and self.i + 1 < len(text):
+                nxt = text[self.i + 1]
+                if self.heredoc and nxt not in ("$", esc):
+                    out.append(ch)  # in a heredoc body only \$ and \\ are escapes, as in a shell
+                    self.i += 1
+                    continue
+                out.append(nxt)
+                self.i += 2
+            elif ch == "$" and self.scope is not None:
+                out.append(self.variable())
+            elif ch == "'" and not self.heredoc:
+                out.append(self.single_quoted())
+            elif ch == '"' and not self.heredoc:
+                out.append(self.double_quoted())
+            else:
+                out.append(ch)
+                self.i += 1
+        return "".join(out)
+
+    def single_quoted(self) -> str:
+        start = self.i
+        end = self.text.find("'", start + 1)
+        if end < 0:
+            raise self.error("unterminated single quote", start)
+        self.i = end + 1
+        return self.text[start + 1 : end]
+
+    def double_quoted(self) -> str:
+        start = self.i
+        self.i += 1
+        out: list[str] = []
+        text, esc = self.text, self.escape
+        while self.i < len(text):
+            ch = text[self.i]
+            if ch == '"':
+                self.i += 1
+                return "".join(out)
+            if ch == esc and self.i + 1 < len(text) and text[self.i + 1] in ('"', esc, "$"):
+                out.append(text[self.i + 1])
+                self.i += 2
+            elif ch == "$" and self.scope is not None:
+                out.append(self.variable())
+            else:
+                out.append(ch)
+                self.i += 1
+        raise self.error("unterminated double quote", start)
+
+    def lookup(self, name: str, offset: int, operator: str | None, word: str | None) -> str:
+        assert self.scope is not None
+        is_set = name in self.scope.values
+        value = self.scope.values.get(name, "")
+        if operator is None:
+            if name not in self.scope.declared:
+                raise self.error(
+                    f"variable {name!r} is not declared: add 'ARG {name}=<value>' before its use, pass "
+                    f"--build-arg {name}=<value> with an ARG, or write ${{{name}:-default}}",
+                    offset,
+                )
+            return value
+        assert word is not None
+        if operator == ":-":
+            return value if value else word
+        if operator == "-":
+            return value if is_set else word
+        if operator == ":+":
+            return word if value else ""
+        if operator == "+":
+            return word if is_set else ""
+        if (operator == ":?" and not value) or (operator == "?" and not is_set):
+            raise self.error(word or f"variable {name!r} is required", offset)
+        return value
+
+    def variable(self) -> str:
+        start = self.i
+        text = self.text
+        self.i += 1
+        if self.i < len(text) and text[self.i] == "{":
+            self.i += 1
+            match = _NAME_RE.match(text, self.i)
+            if not match:
+                raise self.error("bad variable substitution: expected a name after '${'", start)
+            name = match.group(0)
+            self.i = match.end()
+            operator = next((op for op in _OPERATORS if text.startswith(op, self.i)), None)
+            word: str | None = None
+            if operator is not None:
+                self.i += len(operator)
+                word = self.run(stop="}")
+            if self.i >= len(text) or text[self.i] != "}":
+                raise self.error("bad variable substitution: missing '}'", start)
+            self.i += 1
+            return self.lookup(name, start, operator, word)
+        match = _NAME_RE.match(text, self.i)
+        if not match:
+            return "$"  # a lone '$' is literal, as in Docker
+        self.i = match.end()
+        return self.lookup(match.group(0), start, None, None)
+
+
+def expand(
+    text: str, scope: Scope | None, *, escape: str, locate: Callable[[int], SourcePosition],
+    source_line: Callable[[int], str | None], heredoc: bool = False,
+) -> str:
+    """Expand variables in ``text`` and remove its quotes.
+
+    ``scope=None`` removes quotes and escapes without expanding (quoted heredoc delimiters);
+    ``heredoc=True`` treats quotes as literal characters, as a shell does inside a here-document.
+    ``locate`` turns an offset in ``text`` into a source position for error messages.
+    """
+    return _Expander(text, scope, escape, locate, source_line, heredoc).run()
