@@ -1,0 +1,155 @@
+"""Garbage collection: keep what refs (and the build cache) reach, delete the rest.
+
+Prune holds the GC lock exclusively; builds hold it shared (``Store.lease``) from their first blob
+write to their last ref update, so prune never deletes a blob a running build just committed but
+has not named yet. Prune also holds the index lock, so refs cannot move while it decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ggufpack.errors import GGUFPackError
+from ggufpack.store.index import FILES, read_index
+from ggufpack.store.layout import Layout, digest_hex
+from ggufpack.store.locking import locked, try_lock
+
+MANIFEST_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    }
+)
+INDEX_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+# A root of unknown type (from the build cache) is read as JSON only when this small.
+_SNIFF_LIMIT = 4 << 20
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What prune deleted; ``bytes_freed`` counts disk blocks whose last link went away."""
+
+    blobs_removed: int
+    files_removed: int
+    bytes_freed: int
+    temps_removed: int = 0
+
+
+def _children(layout: Layout, digest: str, media_type: str | None) -> list[dict]:
+    """Descriptors a manifest or index blob points at; nothing for other blobs."""
+    if media_type is not None and media_type not in MANIFEST_TYPES | INDEX_TYPES:
+        return []
+    path = layout.blobs / digest_hex(digest)
+    try:
+        if media_type is None and path.stat().st_size > _SNIFF_LIMIT:
+            return []
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    found = [doc["config"]] if isinstance(doc.get("config"), dict) else []
+    for key in ("layers", "manifests"):
+        found += [d for d in doc.get(key) or [] if isinstance(d, dict)]
+    return [d for d in found if isinstance(d.get("digest"), str)]
+
+
+def reachable(layout: Layout, roots: Iterable[tuple[str, str | None]]) -> set[str]:
+    """Every digest reachable from ``(digest, media_type)`` roots through manifests and indexes."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        digest, media_type = stack.pop()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        try:
+            digest_hex(digest)
+        except GGUFPackError:
+            continue
+        stack += [(d["digest"], d.get("mediaType")) for d in _children(layout, digest, media_type)]
+    return seen
+
+
+def _index_roots(layout: Layout) -> Iterator[tuple[str, str | None]]:
+    for entry in read_index(layout.index)["manifests"]:
+        yield entry["digest"], entry.get("mediaType")
+        for file_digest in ((entry.get("annotations") or {}).get(FILES) or "").split(","):
+            if file_digest:
+                yield file_digest, "file"
+
+
+class _Remover:
+    """Unlinks paths and works out how many bytes that really freed (hard links counted once)."""
+
+    def __init__(self) -> None:
+        self._inodes: dict[tuple[int, int], list[int]] = {}  # -> [links removed, nlink, bytes]
+
+    def remove(self, path: Path, fd: int | None = None) -> None:
+        st = os.fstat(fd) if fd is not None else path.lstat()
+        path.unlink()
+        key = (st.st_dev, st.st_ino)
+        if key in self._inodes:
+            self._inodes[key][0] += 1
+        else:
+            self._inodes[key] = [1, st.st_nlink, st.st_blocks * 512]
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(size for removed, nlink, size in self._inodes.values() if removed >= nlink)
+
+
+def _remove_unreachable(directory: Path, keep: set[str], remover: _Remover) -> int:
+    removed = 0
+    for path in directory.iterdir():
+        if len(path.name) == 64 and f"sha256:{path.name}" not in keep:
+            remover.remove(path)
+            removed += 1
+    return removed
+
+
+def _remove_stale_temps(ingest: Path, remover: _Remover) -> int:
+    """Delete temps whose writer is gone (its flock released with it)."""
+    removed = 0
+    for path in ingest.iterdir():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            if try_lock(fd):
+                remover.remove(path, fd)
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def prune(layout: Layout, extra_roots: Iterable[str] = ()) -> PruneResult:
+    """Remove blobs and files no ref nor ``extra_roots`` reaches, and stale ingest temps.
+
+    ``extra_roots`` is iterated only once both locks are held, so a generator reading the build
+    cache's records sees them as they are at deletion time.
+    """
+    with locked(layout.gc_lock, blocking=False) as held:
+        if not held:
+            raise GGUFPackError(
+                f"a build or another prune is using the store {layout.root}; run prune again when it ends"
+            )
+        with locked(layout.lock):
+            roots = list(_index_roots(layout)) + [(d, None) for d in extra_roots]
+            keep = reachable(layout, roots)
+            remover = _Remover()
+            blobs = _remove_unreachable(layout.blobs, keep, remover)
+            files = _remove_unreachable(layout.files, keep, remover)
+            temps = _remove_stale_temps(layout.ingest, remover)
+    return PruneResult(blobs, files, remover.bytes_freed, temps)

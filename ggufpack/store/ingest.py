@@ -1,0 +1,122 @@
+"""Writing content into the store the containerd way: into a temp file under ``ingest/`` while
+hashing, then fsync, verify the digest, and rename into its content-addressed place. Readers never
+see a partial blob, and a crash leaves only a temp file that ``prune`` removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from ggufpack.errors import GGUFPackError
+from ggufpack.store.copying import copy_range
+from ggufpack.store.fsutil import create_locked_temp, fsync_dir
+
+_FLUSH_AT = 1 << 20
+
+
+class IngestWriter:
+    """An append-only, hashing writer; file-like enough for ``tarfile`` and ``gzip`` to write into.
+
+    The writer holds an flock on its temp file from creation to commit or abort, which is how
+    ``prune`` tells an in-flight ingest from a crashed one.
+    """
+
+    def __init__(self, ingest_dir: Path, target_dir: Path) -> None:
+        self._target_dir = target_dir
+        self._temp, self._fd = create_locked_temp(ingest_dir)
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._flushed = 0
+        self._closed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        """Bytes written so far (``tarfile`` asks for it)."""
+        return self._flushed + len(self._buffer)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_open()
+        self._hash.update(data)
+        if not self._buffer and len(data) >= _FLUSH_AT:
+            self._pwrite_all(data)
+        else:
+            self._buffer += data
+            if len(self._buffer) >= _FLUSH_AT:
+                self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            pending = bytes(self._buffer)
+            self._buffer.clear()
+            self._pwrite_all(pending)
+
+    def _pwrite_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, self._flushed)
+            view = view[written:]
+            self._flushed += written
+
+    def write_from_file(self, path: Path, offset: int = 0, length: int | None = None) -> bool:
+        """Append ``length`` bytes of ``path`` from ``offset`` (to its end when None).
+
+        Shares extents with ``path`` when the filesystem supports it and the offsets are block
+        aligned; returns True when it did.
+        """
+        self._check_open()
+        self.flush()
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            if length is None:
+                length = size - offset
+            if offset < 0 or length < 0 or offset + length > size:
+                raise GGUFPackError(f"{path} has {size} bytes; cannot read {length} bytes at offset {offset}")
+            cloned = copy_range(source.fileno(), offset, self._fd, self._flushed, length, self._hash)
+        self._flushed += length
+        return cloned
+
+    def commit(self, expected_digest: str | None = None) -> tuple[str, int]:
+        """Make the content durable and visible under its digest; returns ``(digest, size)``."""
+        self._check_open()
+        try:
+            self.flush()
+            os.fsync(self._fd)
+            digest = "sha256:" + self._hash.hexdigest()
+            size = self._flushed
+            if expected_digest is not None and digest != expected_digest:
+                raise GGUFPackError(
+                    f"content digest mismatch: expected {expected_digest}, got {digest} ({size} bytes); "
+                    "the source is corrupt or changed while being read: fetch it again"
+                )
+            target = self._target_dir / digest.split(":", 1)[1]
+            if target.exists():
+                self._temp.unlink()
+            else:
+                os.fchmod(self._fd, 0o444)
+                os.rename(self._temp, target)
+                fsync_dir(self._target_dir)
+        except BaseException:
+            self.abort()
+            raise
+        self._close()
+        return digest, size
+
+    def abort(self) -> None:
+        """Drop the temp file; safe to call more than once."""
+        if self._closed:
+            return
+        self._temp.unlink(missing_ok=True)
+        self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        os.close(self._fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this writer was already committed or aborted")
