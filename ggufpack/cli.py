@@ -8,10 +8,15 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import GGUFPackError, UsageError
 from .packerfile import DEFAULT_FILENAME
+
+if TYPE_CHECKING:  # imported lazily at run time: 'ggufpack plan' should not load the store
+    from .progress import Progress
+    from .store import Store
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -62,6 +67,122 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> Store:
+    from .store import Store
+
+    return Store.open_default()
+
+
+def _progress(args: argparse.Namespace) -> Progress:
+    from .progress import Progress
+
+    return Progress("quiet" if args.quiet else args.progress)
+
+
+def parse_labels(values: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not key or not eq:
+            raise UsageError(f"--label {item!r}: write KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import build
+    from .oci.export import export_image
+
+    path, _ = _packerfile_path(args)
+    progress = _progress(args)
+    store = _store(args)
+    result = build(
+        args.context, file=path, tags=args.tag, build_args=parse_build_args(args.build_arg), target=args.target,
+        labels=parse_labels(args.label), no_cache=args.no_cache, platform=args.platform, store=store,
+        progress=progress,
+    )
+    for output in args.output:
+        export_image(store, result.descriptor, output, ref=result.refs[0] if result.refs else None)
+    stats = result.stats
+    progress.log(f"built {result.image_id[:12]} ({stats.ops_run} op(s) run, {stats.ops_cached} cached)")
+    for ref in result.refs:
+        progress.log(f"tagged {ref}")
+    print(result.descriptor.digest)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .images import human_age, human_size, render_table, summarize
+
+    store = _store(args)
+    summaries = [row for record in store.images() for row in summarize(store, record)]
+    if args.format == "json":
+        print(json.dumps([s.to_json() for s in summaries], indent=2))
+        return 0
+    rows = [["NAME", "TAG", "ID", "ARCH", "PARAMS", "BPW", "TYPE", "USAGE", "CREATED", "SIZE", "DISK"]]
+    rows += [[s.name, s.tag, s.image_id, s.arch, s.params, s.bpw, s.file_type, s.usage, human_age(s.created),
+              human_size(s.size), human_size(s.disk_usage)] for s in summaries]
+    print(render_table(rows))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .images import human_size, inspect_image
+
+    store = _store(args)
+    info = inspect_image(store, store.resolve(args.image))
+    if args.format == "json":
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    print(f"ID:        {info['id']}")
+    print(f"Refs:      {', '.join(info['refs']) or '<none>'}")
+    print(f"Created:   {info['created']}")
+    print(f"Platform:  {info['platform']}")
+    print(f"Size:      {human_size(info['size'] or 0)} of GGUF, {human_size(info['disk_usage'])} on disk")
+    print(f"Cmd:       {json.dumps(info['cmd'], ensure_ascii=False)}")
+    for role in ("model", "drafter", "projector"):
+        if info[role]:
+            m = info[role]
+            print(f"{role.capitalize() + ':':<10} {m['CmdParameterValue']} ({m['Architecture']}, "
+                  f"{m['Parameters']} parameters, {m['BitsPerWeight']:.2f} bpw)")
+    for adapter in info["adapters"]:
+        print(f"Adapter:   {adapter['CmdParameterValue']}")
+    print("Labels:")
+    for key, value in sorted(info["labels"].items()):
+        print(f"  {key}={value}")
+    print("Layers:")
+    for layer in info["layers"]:
+        print(f"  {layer['digest'][:19]}  {human_size(layer['size']):>10}  {layer['created_by']}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    print(_store(args).tag(args.source, args.target))
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    store = _store(args)
+    for item in args.images:
+        for ref in store.remove(item):
+            print(f"untagged {ref}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .build.cache import BuildCache
+    from .images import human_size
+
+    store = _store(args)
+    cache = BuildCache(store)
+    if args.cache:
+        print(f"dropped {cache.clear()} build cache record(s)")
+    result = store.prune(cache.roots())
+    print(f"removed {result.blobs_removed} blob(s) and {result.files_removed} file(s), "
+          f"freed {human_size(result.bytes_freed)}")
+    return 0
+
+
 def _add_packerfile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--file", help=f"Packerfile path (default: CONTEXT/{DEFAULT_FILENAME})")
     parser.add_argument("--build-arg", action="append", default=[], metavar="K=V",
@@ -82,6 +203,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_packerfile_options(plan)
     plan.add_argument("--format", choices=["text", "json"], default="text")
     plan.set_defaults(func=cmd_plan)
+
+    build = sub.add_parser("build", help="build an image from a Packerfile into the local store")
+    _add_packerfile_options(build)
+    build.add_argument("-t", "--tag", action="append", default=[], help="name the image (repeatable)")
+    build.add_argument("--label", action="append", default=[], metavar="K=V", help="add a label (repeatable)")
+    build.add_argument("--no-cache", action="store_true", help="run every op even when cached")
+    build.add_argument("--output", action="append", default=[], metavar="type=oci,dest=DIR",
+                       help="also export: type=oci,dest=DIR or type=oci-archive,dest=FILE")
+    build.add_argument("--progress", choices=["auto", "tty", "plain", "quiet"], default="auto")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+    build.set_defaults(func=cmd_build)
+
+    lst = sub.add_parser("list", aliases=["ls"], help="list images in the local store")
+    lst.add_argument("--format", choices=["table", "json"], default="table")
+    lst.set_defaults(func=cmd_list)
+
+    inspect = sub.add_parser("inspect", help="show an image's manifest, config, labels and layers")
+    inspect.add_argument("image", help="REF or ID (prefix)")
+    inspect.add_argument("--format", choices=["text", "json"], default="text")
+    inspect.set_defaults(func=cmd_inspect)
+
+    tag = sub.add_parser("tag", help="give an image another name")
+    tag.add_argument("source")
+    tag.add_argument("target")
+    tag.set_defaults(func=cmd_tag)
+
+    remove = sub.add_parser("remove", aliases=["rm"], help="remove image refs (blobs go with prune)")
+    remove.add_argument("images", nargs="+", metavar="REF|ID")
+    remove.set_defaults(func=cmd_remove)
+
+    prune = sub.add_parser("prune", help="delete blobs and files no image or build cache entry uses")
+    prune.add_argument("--cache", action="store_true", help="drop the build cache first")
+    prune.set_defaults(func=cmd_prune)
     return parser
 
 

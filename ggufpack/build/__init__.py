@@ -1,0 +1,71 @@
+"""``ggufpack.build(...)``: Packerfile → plan → execution → image in the store (and exports)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import GGUFPackError, UsageError
+from ..oci.descriptor import Descriptor
+from ..oci.image import source_date_epoch
+from ..packerfile import DEFAULT_FILENAME
+from ..plan import Plan, plan_file
+from ..progress import Progress
+from ..refs import canonical_reference
+from ..store import Store
+from .assemble import AssembledImage, assemble
+from .executor import BuildOptions, BuildStats, Executor
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build made: the manifest descriptor, its refs, and how many ops ran or hit the cache."""
+
+    descriptor: Descriptor
+    image: AssembledImage
+    refs: tuple[str, ...]
+    stats: BuildStats
+    plan: Plan
+
+    @property
+    def image_id(self) -> str:
+        return self.descriptor.hex
+
+
+def build(
+    context: Path | str = ".",
+    *,
+    file: Path | str | None = None,
+    tags: Sequence[str] = (),
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    no_cache: bool = False,
+    platform: str | None = None,
+    store: Store | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build the image a Packerfile describes into the store, tagging it with ``tags``."""
+    context_dir = Path(context)
+    if not context_dir.is_dir():
+        raise UsageError(f"build context {context_dir} is not a directory")
+    refs = tuple(canonical_reference(tag) for tag in tags)
+    path = Path(file) if file is not None else context_dir / DEFAULT_FILENAME
+    plan = plan_file(path, display_name=str(path), build_args=build_args, target=target, platform=platform)
+    store = store or Store.open_default()
+    options = BuildOptions(no_cache=no_cache, progress=progress or Progress("quiet"),
+                           source_date_epoch=source_date_epoch())
+    with store.lease():
+        executor = Executor(store, plan, context_dir, options)
+        state = executor.run()
+        image = assemble(store, state, platform=plan.platform, extra_labels=dict(labels or {}),
+                         source_date_epoch=options.source_date_epoch)
+        for ref in refs:
+            store.set_ref(ref, image.descriptor, files=image.files)
+    if not refs:
+        options.progress.log("note: no -t given; the image is kept only until 'ggufpack prune'")
+    return BuildResult(image.descriptor, image, refs, executor.stats, plan)
+
+
+__all__ = ["BuildResult", "GGUFPackError", "build"]
