@@ -7,6 +7,9 @@ machine without a separate llama.cpp build.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,11 +91,33 @@ def quantize(source: Path, dest: Path, options: QuantizeOptions) -> None:
         params.output_tensor_type = int(GGMLQuantizationType[options.output_tensor_type])
     if options.token_embedding_type:
         params.token_embedding_type = int(GGMLQuantizationType[options.token_embedding_type])
-    status = llama_cpp.llama_model_quantize(
-        str(source).encode(), str(dest).encode(), llama_cpp.byref(params)
-    )
+    with _captured_llama_log() as log:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(dest).encode(), llama_cpp.byref(params))
     if status != 0 or not dest.exists():
+        tail = "".join(log[-5:]).strip()
         raise GGUFPackError(
             f"llama.cpp could not quantize {source.name} to {qtype} (status {status}); "
-            "is it a GGUF model that is not already quantized? (--allow-requantize requantizes)"
+            f"is it a GGUF model that is not already quantized? (--allow-requantize requantizes)\n{tail}"
         )
+
+
+_LOG_LOCK = threading.Lock()
+
+
+@contextmanager
+def _captured_llama_log() -> Iterator[list[str]]:
+    """Collect llama.cpp's log lines instead of letting them flood stderr (kept for error messages)."""
+    import llama_cpp
+
+    lines: list[str] = []
+
+    def sink(_level: int, text: bytes, _user: object) -> None:
+        lines.append(text.decode("utf-8", "replace"))
+
+    callback = llama_cpp.llama_log_callback(sink)
+    with _LOG_LOCK:
+        llama_cpp.llama_log_set(callback, None)
+        try:
+            yield lines
+        finally:
+            llama_cpp.llama_log_set(llama_cpp.llama_log_callback(0), None)
