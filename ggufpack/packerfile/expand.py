@@ -19,6 +19,8 @@ from ..errors import PackerfileError, SourcePosition
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = (":-", ":+", ":?", "-", "+", "?")
+#: how deeply ``${V:-${W:-...}}`` may nest (far beyond any real use; keeps clear of the recursion limit)
+MAX_NESTING = 32
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class _Expander:
         self.source_line = source_line
         self.heredoc = heredoc
         self.i = 0
+        self.depth = 0
 
     def error(self, message: str, offset: int) -> PackerfileError:
         position = self.locate(offset)
@@ -141,7 +144,11 @@ class _Expander:
             word: str | None = None
             if operator is not None:
                 self.i += len(operator)
+                self.depth += 1
+                if self.depth > MAX_NESTING:
+                    raise self.error(f"variable substitutions nested more than {MAX_NESTING} deep", start)
                 word = self.run(stop="}")
+                self.depth -= 1
             if self.i >= len(text) or text[self.i] != "}":
                 raise self.error("bad variable substitution: missing '}'", start)
             self.i += 1
@@ -163,4 +170,6 @@ def expand(
     ``heredoc=True`` treats quotes as literal characters, as a shell does inside a here-document.
     ``locate`` turns an offset in ``text`` into a source position for error messages.
     """
+    if escape not in text and "$" not in text and (heredoc or ("'" not in text and '"' not in text)):
+        return text  # fast path: nothing to expand or remove
     return _Expander(text, scope, escape, locate, source_line, heredoc).run()

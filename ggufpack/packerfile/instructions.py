@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 from ..errors import PackerfileError, SourcePosition
 from ..quantize.types import DEFAULT_QUANTIZE_TYPE, normalize_quantize_type, normalize_tensor_type
 from .expand import Scope, expand
-from .lexer import Flag, Heredoc, Node, ParsedText, Word
+from .lexer import Flag, Heredoc, Node, ParsedText, Word, json_raw_offset
 
 INSTRUCTIONS = ("FROM", "ARG", "ADD", "COPY", "CAT", "CONVERT", "QUANTIZE", "IMATRIX", "LABEL", "CMD")
 #: Dockerfile instructions we do not support, and why
@@ -66,6 +67,26 @@ class Expansion:
             locate=lambda off: node.position_at(base_offset + off), source_line=self.parsed.source_line,
         )
 
+    def json_args(self) -> list[str]:
+        """The JSON form's elements, expanded. Each is expanded as heredoc-like text (quotes inside it
+        stay literal: JSON already delimits it); errors point into the element through JSON escapes."""
+        node = self.node
+        assert node.json_args is not None
+        quotes = node.json_offsets or []
+        rest = node.rest
+
+        def locator(index: int) -> Callable[[int], SourcePosition]:
+            if index >= len(quotes):
+                return lambda _off: node.position_at(node.rest_offset)
+            quote = quotes[index] - node.rest_offset
+            return lambda off: node.position_at(node.rest_offset + json_raw_offset(rest, quote, off))
+
+        return [
+            expand(value, self.scope, escape=self.parsed.escape, heredoc=True, locate=locator(index),
+                   source_line=self.parsed.source_line)
+            for index, value in enumerate(node.json_args)
+        ]
+
     def word(self, word: Word) -> str:
         return self._expand(word.text, word.offset, self.scope)
 
@@ -86,8 +107,11 @@ class Expansion:
             starts.append(starts[-1] + len(line) + 1)
 
         def locate(offset: int) -> SourcePosition:
-            index = max(i for i, start in enumerate(starts) if start <= offset)
-            return SourcePosition(self.parsed.file, heredoc.body_line + index, offset - starts[index] + 1)
+            index = max(bisect_right(starts, offset) - 1, 0)
+            indent = heredoc.indents[index] if index < len(heredoc.indents) else 0
+            return SourcePosition(
+                self.parsed.file, heredoc.body_line + index, offset - starts[index] + 1 + indent
+            )
 
         return expand(
             heredoc.body, self.scope, escape=self.parsed.escape, heredoc=True, locate=locate,
@@ -144,8 +168,20 @@ class Flags:
         return self.positions.get(name)
 
 
+def _check_open(ex: Expansion) -> None:
+    """Report a quote or ``${`` left open, before arity checks that would miscount the words."""
+    node = ex.node
+    if node.open_at is None or node.json_args is not None or node.keyword == "CMD":
+        return
+    kind = {"'": "unterminated single quote", '"': "unterminated double quote"}.get(
+        node.open_char, "bad variable substitution: missing '}'"
+    )
+    raise ex.error(kind, node.position_at(node.open_at))
+
+
 def _parse_flags(ex: Expansion) -> Flags:
     node = ex.node
+    _check_open(ex)
     spec = FLAG_SPECS[node.keyword]
     values: dict[str, Any] = {}
     positions: dict[str, SourcePosition] = {}
@@ -418,8 +454,15 @@ def parse_from(ex: Expansion) -> FromCommand:
     node = ex.node
     flags = _parse_flags(ex)
     words = node.words
-    if len(words) not in (1, 3) or (len(words) == 3 and words[1].text.lower() != "as"):
-        raise ex.error("FROM takes 'FROM <scratch|stage|image> [AS <name>]'")
+    usage = "FROM takes 'FROM <scratch|stage|image> [AS <name>]'"
+    if not words:
+        raise ex.error(f"{usage}: the base is missing")
+    if len(words) > 1 and words[1].text.lower() != "as":
+        raise ex.error(f"{usage}: expected AS after the base, got {words[1].text!r}", words[1].position)
+    if len(words) == 2:
+        raise ex.error(f"{usage}: AS needs a stage name", words[1].position)
+    if len(words) > 3:
+        raise ex.error(f"{usage}: unexpected {words[3].text!r} after the stage name", words[3].position)
     base = ex.word(words[0])
     if not base:
         raise ex.error("FROM has an empty base", words[0].position)
@@ -456,7 +499,14 @@ def _sources_and_dest(ex: Expansion, usage: str) -> tuple[list[str], list[Inline
     if node.json_args is not None:
         if len(node.json_args) < 2:
             raise ex.error(f"{node.keyword} needs {usage}")
-        return list(node.json_args[:-1]), [], node.json_args[-1]
+        values = ex.json_args()
+        for index, value in enumerate(values):
+            if not value:
+                where = "destination" if index == len(values) - 1 else "source path"
+                quotes = node.json_offsets or []
+                position = node.position_at(quotes[index]) if index < len(quotes) else None
+                raise ex.error(f"{node.keyword} has an empty {where}", position)
+        return values[:-1], [], values[-1]
     _need_args(ex, 2, usage)
     *source_words, dest_word = node.words
     if dest_word.text.startswith("<<"):
@@ -569,7 +619,7 @@ def parse_cat(ex: Expansion) -> CatCommand:
 
 def _source_and_dest(ex: Expansion) -> tuple[str, str]:
     node = ex.node
-    values = list(node.json_args) if node.json_args is not None else [ex.word(w) for w in node.words]
+    values = ex.json_args() if node.json_args is not None else [ex.word(w) for w in node.words]
     if len(values) != 2:
         raise ex.error(f"{node.keyword} takes exactly one source and one destination, got {len(values)} "
                        "argument(s)")
@@ -672,7 +722,7 @@ def parse_quantize(ex: Expansion) -> QuantizeCommand:
 def parse_imatrix(ex: Expansion) -> ImatrixCommand:
     node = ex.node
     flags = _parse_flags(ex)
-    values = list(node.json_args) if node.json_args is not None else [ex.word(w) for w in node.words]
+    values = ex.json_args() if node.json_args is not None else [ex.word(w) for w in node.words]
     if len(values) != 3:
         raise ex.error("IMATRIX takes <model.gguf> <calibration.txt> <out.imatrix>")
 
@@ -776,19 +826,14 @@ def parse_cmd(ex: Expansion) -> CmdCommand:
             'CMD must use the JSON form with llama-server arguments, e.g. CMD ["-m", "model.gguf"]',
             node.position_at(node.rest_offset),
         )
-    values = node.json_args
-    # The JSON form is expanded too (gguf-packer does it: ${CHAT_TEMPLATE} in CMD is the common case);
-    # each element is expanded as heredoc-like text so quotes inside it stay literal.
-    args = [
-        expand(value, ex.scope, escape=ex.parsed.escape, heredoc=True,
-               locate=lambda _off: node.position_at(node.rest_offset), source_line=ex.parsed.source_line)
-        for value in values
-    ]
+    # The JSON form is expanded too (gguf-packer does it: ${CHAT_TEMPLATE} in CMD is the common case).
+    args = ex.json_args()
+    quotes = node.json_offsets or []
     if not args:
         raise ex.error("CMD has no arguments")
     if not args[0].startswith("-"):
         raise ex.error(f"CMD: the first argument must be a llama-server option starting with '-', got {args[0]!r}",
-                       node.position_at(node.rest_offset))
+                       node.position_at(quotes[0] if quotes else node.rest_offset))
     roles = cmd_roles(args, lambda message: ex.error(message, node.position_at(node.rest_offset)))
     return CmdCommand(node.position, node.original, tuple(args), roles)
 

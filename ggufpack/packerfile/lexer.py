@@ -61,6 +61,8 @@ class Heredoc:
     position: SourcePosition
     #: line number of the first body line (body lines are consecutive)
     body_line: int
+    #: tabs stripped from each body line by ``<<-`` (to point errors at the right column)
+    indents: tuple[int, ...] = ()
 
 
 @dataclass
@@ -80,6 +82,12 @@ class Node:
     heredocs: list[Heredoc] = field(default_factory=list)
     #: maps a logical-line offset to a physical position
     line_map: _LineMap | None = None
+    #: logical-line offset of a quote or ``${`` that the arguments leave open (an error on use)
+    open_at: int | None = None
+    #: which was left open at ``open_at``: ``'``, ``"`` or ``$``
+    open_char: str = ""
+    #: logical-line offsets of the opening quotes of the JSON form's elements
+    json_offsets: list[int] | None = None
 
     def position_at(self, offset: int) -> SourcePosition:
         """The physical position of a character of the logical line."""
@@ -117,7 +125,7 @@ class _LineMap:
         self._origins.append((line, column))
 
     def position(self, offset: int) -> SourcePosition:
-        i = max(bisect_right(self._starts, offset) - 1, 0)
+        i = 0 if len(self._starts) == 1 else max(bisect_right(self._starts, offset) - 1, 0)
         line, column = self._origins[i]
         return SourcePosition(self.file, line, column + offset - self._starts[i])
 
@@ -166,12 +174,28 @@ def _ends_with_escape(line: str, escape: str) -> bool:
 
 
 def split_words(text: str, escape: str) -> list[tuple[str, int]]:
-    """Split on whitespace outside quotes; return (raw word, offset) pairs.
+    """Split on whitespace outside quotes and ``${...}``; return (raw word, offset) pairs.
 
     Quotes and escapes stay in the word: expansion removes them later, as BuildKit's shell lexer does.
-    An unterminated quote runs to the end of the text (expansion reports it).
+    An unterminated quote runs to the end of the text (see :func:`scan_words`).
     """
+    return scan_words(text, escape)[0]
+
+
+_PLAIN_WORD_RE = re.compile(r"\S+")
+
+
+def scan_words(text: str, escape: str) -> tuple[list[tuple[str, int]], int | None]:
+    """:func:`split_words`, plus the offset of a quote or ``${`` left open at the end of the text.
+
+    Whitespace inside ``${...}`` does not split a word (``${V:-a b}`` is one word), as in a shell.
+    The character at the returned offset tells which was left open: ``'``, ``"`` or ``$``.
+    """
+    if escape not in text and "'" not in text and '"' not in text and "$" not in text:
+        # fast path (most lines): nothing can join words across whitespace
+        return [(m.group(), m.start()) for m in _PLAIN_WORD_RE.finditer(text)], None
     words: list[tuple[str, int]] = []
+    open_quote: int | None = None
     i, n = 0, len(text)
     while i < n:
         while i < n and text[i].isspace():
@@ -180,20 +204,64 @@ def split_words(text: str, escape: str) -> list[tuple[str, int]]:
             break
         start = i
         quote: str | None = None
+        quote_at = brace_at = 0
+        braces = 0
         while i < n:
             ch = text[i]
-            if quote is None and ch.isspace():
+            if quote is None and braces == 0 and ch.isspace():
                 break
             if ch == escape and quote != "'" and i + 1 < n:
                 i += 2
                 continue
             if quote is None and ch in "'\"":
-                quote = ch
+                quote, quote_at = ch, i
             elif ch == quote:
                 quote = None
+            elif quote is None and ch == "$" and text.startswith("{", i + 1):
+                # inside quotes a ${...} needs no tracking: the quotes already keep the word whole
+                if braces == 0:
+                    brace_at = i
+                braces += 1
+                i += 2
+                continue
+            elif quote is None and braces and ch == "}":
+                braces -= 1
             i += 1
+        if quote is not None:
+            open_quote = quote_at
+        elif braces:
+            open_quote = brace_at
         words.append((text[start:i], start))
-    return words
+    return words, open_quote
+
+
+def json_string_offsets(text: str) -> list[int]:
+    """Offsets of the opening quotes of the elements of a JSON array of strings.
+
+    ``text`` must already be known to parse as such an array (see :func:`_json_array`).
+    """
+    offsets: list[int] = []
+    i = text.index("[") + 1
+    while True:
+        i = text.find('"', i)
+        if i < 0:
+            return offsets
+        offsets.append(i)
+        i += 1
+        while text[i] != '"':
+            i += 2 if text[i] == "\\" else 1
+        i += 1
+
+
+def json_raw_offset(text: str, quote: int, index: int) -> int:
+    """The offset in ``text`` of character ``index`` of the decoded JSON string opening at ``quote``."""
+    i = quote + 1
+    for _ in range(index):
+        if text[i] == "\\":
+            i += 6 if text[i + 1] == "u" else 2
+        else:
+            i += 1
+    return i
 
 
 def _parse_heredoc_marker(word: str) -> tuple[str, bool, bool] | None:
@@ -231,7 +299,9 @@ class _Lexer:
             if not line.strip() or _is_comment(line):
                 self.index += 1
                 continue
-            nodes.append(self._node())
+            node = self._node()
+            if node is not None:
+                nodes.append(node)
         return ParsedText(self.file, self.lines, self.directives, self.escape, nodes)
 
     def _logical_line(self) -> tuple[str, _LineMap, int, int]:
@@ -259,8 +329,11 @@ class _Lexer:
             break
         return "".join(parts), line_map, first, last
 
-    def _node(self) -> Node:
+    def _node(self) -> Node | None:
+        """The next instruction; None when the logical line holds nothing (a lone continuation)."""
         text, line_map, first, last = self._logical_line()
+        if not text.strip():
+            return None
         lead = len(text) - len(text.lstrip())
         match = _KEYWORD_RE.match(text, lead)
         position = line_map.position(lead)
@@ -273,18 +346,23 @@ class _Lexer:
         args_start = match.end()
         while args_start < len(text) and text[args_start].isspace():
             args_start += 1
-        flags, rest_offset = self._flags(text, args_start, line_map)
+        args = text[args_start:].rstrip()
+        # one scan serves the flags and the words after them: word boundaries do not depend on the flags
+        scanned, open_rel = scan_words(args, self.escape)
+        open_at = args_start + open_rel if open_rel is not None else None
+        flags, first_word = self._flags(scanned, args_start, line_map)
+        rest_offset = args_start + (scanned[first_word][1] if first_word < len(scanned) else len(args))
         rest = text[rest_offset:].rstrip()
         json_args = _json_array(rest)
         words = [
-            Word(word, line_map.position(rest_offset + off), rest_offset + off)
-            for word, off in split_words(rest, self.escape)
+            Word(word, line_map.position(args_start + off), args_start + off) for word, off in scanned[first_word:]
         ]
         original_lines = self.lines[first - 1 : last]
         node = Node(
             keyword=keyword, position=position, end_line=last, original="\n".join(original_lines),
             flags=flags, words=words, json_args=json_args, rest=rest, rest_offset=rest_offset,
-            line_map=line_map,
+            line_map=line_map, open_at=open_at, open_char=text[open_at] if open_at is not None else "",
+            json_offsets=[rest_offset + off for off in json_string_offsets(rest)] if json_args is not None else None,
         )
         if keyword in HEREDOC_INSTRUCTIONS and json_args is None:
             node.heredocs = self._heredocs(words)
@@ -293,13 +371,15 @@ class _Lexer:
                 node.original = "\n".join(self.lines[first - 1 : self.index])
         return node
 
-    def _flags(self, text: str, start: int, line_map: _LineMap) -> tuple[list[Flag], int]:
+    def _flags(self, scanned: list[tuple[str, int]], start: int, line_map: _LineMap) -> tuple[list[Flag], int]:
+        """The leading ``--flags`` among the scanned words (offsets from ``start``); the index of the
+        first argument word after them (past a ``--`` that ends the flags)."""
         flags: list[Flag] = []
-        pos = start
-        for word, off in split_words(text[start:], self.escape):
+        index = 0
+        for word, off in scanned:
             if not word.startswith("--"):
                 break
-            pos = start + off + len(word)
+            index += 1
             if word == "--":
                 break
             name, eq, value = word[2:].partition("=")
@@ -311,9 +391,7 @@ class _Lexer:
                     value_offset=value_offset,
                 )
             )
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        return flags, pos
+        return flags, index
 
     def _heredocs(self, words: list[Word]) -> list[Heredoc]:
         heredocs: list[Heredoc] = []
@@ -324,6 +402,7 @@ class _Lexer:
             name, chomp, expand = marker
             body_line = self.index + 1
             body: list[str] = []
+            indents: list[int] = []
             while True:
                 if self.index >= len(self.lines):
                     raise PackerfileError(
@@ -336,10 +415,11 @@ class _Lexer:
                 if check == name:
                     break
                 body.append(check if chomp else raw)
+                indents.append(len(raw) - len(check))
             heredocs.append(
                 Heredoc(
                     name=name, body="".join(line + "\n" for line in body), chomp=chomp, expand=expand,
-                    position=word.position, body_line=body_line,
+                    position=word.position, body_line=body_line, indents=tuple(indents),
                 )
             )
         return heredocs
@@ -351,7 +431,7 @@ def _json_array(text: str) -> list[str] | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deeply nested brackets exhaust the decoder's recursion
         return None
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value

@@ -19,6 +19,8 @@ from ..packerfile.expand import Scope
 from ..packerfile.lexer import Node, ParsedText
 
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
+#: model images hold no machine code, so the default is fixed: the same digest on every machine
+DEFAULT_PLATFORM = "linux/amd64"
 _MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm"}
 
 
@@ -225,6 +227,14 @@ _PARSERS = {
 }
 
 
+def _flag_value_position(node: Node, name: str) -> SourcePosition:
+    """Where the value of the (last) flag ``--name=`` is written; the node itself if absent."""
+    for flag in reversed(node.flags):
+        if flag.name == name:
+            return flag.value_position
+    return node.position
+
+
 def _looks_like_image(value: str) -> bool:
     return any(ch in value for ch in "/:@.")
 
@@ -232,7 +242,7 @@ def _looks_like_image(value: str) -> bool:
 class _Planner:
     def __init__(self, parsed: ParsedText, build_args: Mapping[str, str], platform: str | None) -> None:
         self.parsed = parsed
-        self.platform = platform or host_platform_string()
+        self.platform = platform or DEFAULT_PLATFORM
         try:
             parse_platform(self.platform)
         except UsageError as exc:
@@ -269,7 +279,8 @@ class _Planner:
                 op = Op(command)
                 self.stages[-1].ops.append(op)
                 if command.from_ref is not None:
-                    self.pending_refs.append((self.stages[-1], op, command.from_ref, node.position))
+                    position = _flag_value_position(node, "from")
+                    self.pending_refs.append((self.stages[-1], op, command.from_ref, position))
         self._resolve_refs()
 
     def _check_known(self, node: Node) -> None:
@@ -284,7 +295,8 @@ class _Planner:
         self.scopes.begin_stage()
         command = ins.parse_from(self._expansion(node))
         if command.platform is not None and not _PLATFORM_RE.match(command.platform):
-            raise self.error(f"FROM --platform={command.platform!r}: write os/arch[/variant]", node.position)
+            raise self.error(f"FROM --platform={command.platform!r}: write os/arch[/variant]",
+                             _flag_value_position(node, "platform"))
         if command.name is not None:
             for other in self.stages:
                 if other.name == command.name:
@@ -329,10 +341,12 @@ class _Planner:
         try:
             parse_reference(value)
         except UsageError as exc:
-            raise self.error(f"invalid image reference: {exc}", position) from None
+            # the message already reads "invalid image reference '...': why"
+            raise self.error(str(exc), position) from None
         return SourceRef("image", image=value)
 
     def _resolve_refs(self) -> None:
+        edges: dict[tuple[int, int], SourcePosition] = {}
         for stage, op, value, position in self.pending_refs:
             ref = self._resolve(value, position, is_from=op is None)
             if op is None:
@@ -342,25 +356,37 @@ class _Planner:
             if ref.kind == "stage":
                 assert ref.stage is not None
                 stage.depends_on.add(ref.stage)
-        self._check_cycles()
+                edges.setdefault((stage.index, ref.stage), position)
+        self._check_cycles(edges)
 
-    def _check_cycles(self) -> None:
+    def _check_cycles(self, edges: dict[tuple[int, int], SourcePosition]) -> None:
+        """Report a cycle at the reference that closes it (``edges``: first reference of each edge)."""
+        # Iterative depth-first search: a long FROM chain must not hit Python's recursion limit.
         state: dict[int, int] = {}  # 1 = visiting, 2 = done
-
-        def visit(index: int, path: list[int]) -> None:
-            if state.get(index) == 2:
-                return
-            if state.get(index) == 1:
-                cycle = [*path[path.index(index) :], index]
-                names = " -> ".join(self.stages[i].label for i in cycle)
-                raise self.error(f"stage dependency cycle: {names}", self.stages[index].position)
-            state[index] = 1
-            for dep in sorted(self.stages[index].depends_on):
-                visit(dep, [*path, index])
-            state[index] = 2
-
-        for stage in self.stages:
-            visit(stage.index, [])
+        for root in self.stages:
+            if root.index in state:
+                continue
+            state[root.index] = 1
+            stack = [(root.index, iter(sorted(root.depends_on)))]
+            while stack:
+                index, deps = stack[-1]
+                for dep in deps:
+                    if state.get(dep) == 2:
+                        continue
+                    if state.get(dep) == 1:
+                        path = [i for i, _ in stack]
+                        cycle = [*path[path.index(dep) :], dep]
+                        labels = [self.stages[i].label for i in cycle]
+                        if len(labels) > 8:  # keep the message readable: the ends locate the cycle
+                            labels = [*labels[:4], f"... ({len(labels) - 7} more)", *labels[-3:]]
+                        names = " -> ".join(labels)
+                        raise self.error(f"stage dependency cycle: {names}", edges[(index, dep)])
+                    state[dep] = 1
+                    stack.append((dep, iter(sorted(self.stages[dep].depends_on))))
+                    break
+                else:
+                    state[index] = 2
+                    stack.pop()
 
 
 def _target_index(stages: list[Stage], target: str | None) -> int:
@@ -376,18 +402,20 @@ def _target_index(stages: list[Stage], target: str | None) -> int:
 
 
 def _topological_order(stages: list[Stage], target: int) -> list[int]:
+    """Dependencies first (depth-first post-order, lower stage indexes first); iterative, see above."""
     order: list[int] = []
-    seen: set[int] = set()
-
-    def visit(index: int) -> None:
-        if index in seen:
-            return
-        seen.add(index)
-        for dep in sorted(stages[index].depends_on):
-            visit(dep)
-        order.append(index)
-
-    visit(target)
+    seen = {target}
+    stack = [(target, iter(sorted(stages[target].depends_on)))]
+    while stack:
+        index, deps = stack[-1]
+        for dep in deps:
+            if dep not in seen:
+                seen.add(dep)
+                stack.append((dep, iter(sorted(stages[dep].depends_on))))
+                break
+        else:
+            stack.pop()
+            order.append(index)
     return order
 
 
