@@ -7,6 +7,7 @@ nothing runs; on a miss the op runs, its layer is written and the result recorde
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import GGUFPackError
+from ..errors import GGUFPackError, UsageError
 from ..oci.image import history_entry, rfc3339
 from ..oci.tarlayer import LayerEntry, choose_compression, write_layer
 from ..packerfile import instructions as ins
@@ -25,6 +26,7 @@ from ..plan.graph import Op, Plan, SourceRef, Stage
 from ..progress import Progress
 from ..sources.context import FileHashCache
 from ..store import Store
+from ..store.locking import try_lock
 from .cache import BuildCache, LayerResult, cache_key
 from .images import BaseImage, load_image
 from .ops.base import OpContext
@@ -80,6 +82,14 @@ class BuildStats:
     run_ops: list[str] = field(default_factory=list)
 
 
+def _located(exc: GGUFPackError, where: str) -> GGUFPackError:
+    """The error with the instruction's FILE:LINE in front, unless it already names a position."""
+    text = str(exc)
+    if type(exc) not in (GGUFPackError, UsageError) or text.startswith(where) or text.startswith(f"{where}:"):
+        return exc
+    return type(exc)(f"{where}: {text}")
+
+
 def created_by(command: ins.Command) -> str:
     """The history text of an instruction: its logical line, continuations joined, heredoc bodies left out."""
     text = re.sub(r"[ \t]*\\\r?\n[ \t]*", " ", command.original)
@@ -108,10 +118,15 @@ class Executor:
     def run(self) -> StageResult:
         """Execute the plan; returns the target stage's state."""
         self.workdir.mkdir(parents=True)
+        # Held while the directory lives: prune removes only scratch directories nobody holds
+        # (those of killed builds).
+        fd = os.open(self.workdir, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            try_lock(fd)
             self._run_stages()
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            os.close(fd)
         return self.results[self.plan.target]
 
     def _run_stages(self) -> None:
@@ -162,7 +177,13 @@ class Executor:
     def _run_stage(self, stage: Stage) -> None:
         state = self._base_state(stage)
         for index, op in enumerate(stage.ops):
-            self._run_op(stage, index, op, state)
+            try:
+                self._run_op(stage, index, op, state)
+            except GGUFPackError as exc:
+                located = _located(exc, f"{self.plan.file}:{op.command.position.line}")
+                if located is exc:
+                    raise
+                raise located from exc
         with self._lock:
             self.results[stage.index] = state
 
@@ -194,6 +215,8 @@ class Executor:
         arguments = {k: v for k, v in command.arguments().items() if k != "from"}
         key = cache_key({
             "chain": state.chain_key, "instruction": command.keyword, "args": arguments, "inputs": layer_op.inputs(),
+            # the layer's tar mtimes follow SOURCE_DATE_EPOCH: a layer made under another epoch differs
+            "mtime": self.mtime,
         })
         result = None if self.options.no_cache else self.cache.lookup(key)
         if result is not None:

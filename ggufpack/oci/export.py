@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..store import Store
+from ..store.locking import try_lock
 from .descriptor import Descriptor, canonical_json
 from .mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION
 
@@ -72,12 +73,18 @@ def export_image(store: Store, descriptor: Descriptor, spec: str, *, ref: str | 
     kind, dest = parse_output(spec)
     tag = ref.rsplit(":", 1)[-1] if ref and "@" not in ref else None
     if kind == "oci":
-        write_layout(store, descriptor, dest, tag)
+        with store.lease():  # an untagged image's blobs must not be pruned while they are copied
+            write_layout(store, descriptor, dest, tag)
         return dest
     staging = store.layout.ingest / f"export-{descriptor.hex[:16]}-{os.getpid()}"
+    staging.mkdir(parents=True, exist_ok=True)
+    fd = os.open(staging, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        write_layout(store, descriptor, staging, tag)
-        _archive(staging, dest)
+        try_lock(fd)  # prune removes only the staging directories of dead processes
+        with store.lease():
+            write_layout(store, descriptor, staging, tag)
+            _archive(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
     return dest

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +129,10 @@ def _remove_stale_temps(ingest: Path, remover: _Remover) -> int:
             continue
         try:
             if try_lock(fd):
-                remover.remove(path, fd)
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    shutil.rmtree(path, ignore_errors=True)  # a killed build's scratch directory
+                else:
+                    remover.remove(path, fd)
                 removed += 1
         finally:
             os.close(fd)
