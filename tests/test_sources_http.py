@@ -141,8 +141,8 @@ def test_parse_checksum(text: str, expected: tuple[str, str]) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("md5:" + "0" * 32, "unknown algorithm 'md5'"), ("sha256:abc", "64 hexadecimal"),
-     ("sha256:" + "g" * 64, "64 hexadecimal"), ("0" * 64, "expected <algorithm>:<hex digest>")],
+    [("md5:" + "0" * 32, "unknown algorithm 'md5'"), ("sha256:abc", "64 hex digits"),
+     ("sha256:" + "g" * 64, "64 hex digits"), ("0" * 64, "write <algorithm>:<hex>")],
 )
 def test_parse_checksum_rejects(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import PackerfileError, SourcePosition
+from ..errors import PackerfileError, SourcePosition, UsageError
 from ..quantize.types import DEFAULT_QUANTIZE_TYPE, normalize_quantize_type, normalize_tensor_type
+from ..sources.http import parse_checksum as http_checksum
 from .expand import Scope, expand
 from .lexer import Flag, Heredoc, Node, ParsedText, Word, json_raw_offset
 
@@ -39,7 +40,6 @@ _DOCKER_ONLY = {
 CONVERT_TYPES = ("F32", "F16", "BF16", "Q8_0", "TQ1_0", "TQ2_0", "AUTO")
 DEFAULT_CONVERT_TYPE = "F16"
 CONVERT_CLASSES = ("model", "lora")
-CHECKSUM_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 _ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHMOD_RE = re.compile(r"^[0-7]{3,4}$")
@@ -542,17 +542,12 @@ def _check_chown_chmod(ex: Expansion, flags: Flags) -> tuple[str | None, str | N
 
 
 def parse_checksum(ex: Expansion, value: str, position: SourcePosition | None) -> str:
-    algo, sep, hexpart = value.partition(":")
-    expected = CHECKSUM_HEX_LENGTHS.get(algo.lower())
-    if not sep or expected is None:
-        raise ex.error(
-            f"--checksum={value!r}: write <algorithm>:<hex> with sha256, sha384 or sha512", position
-        )
-    if len(hexpart) != expected or not re.fullmatch(r"[0-9a-fA-F]+", hexpart):
-        raise ex.error(
-            f"--checksum: a {algo.lower()} digest is {expected} hex digits, got {hexpart!r}", position
-        )
-    return f"{algo.lower()}:{hexpart.lower()}"
+    """``--checksum`` checked by the same rules the download applies, reported at the flag."""
+    try:
+        algo, hexdigest = http_checksum(value)
+    except UsageError as exc:
+        raise ex.error(str(exc), position) from None
+    return f"{algo}:{hexdigest}"
 
 
 def parse_add(ex: Expansion) -> AddCommand:

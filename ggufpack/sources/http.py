@@ -57,12 +57,13 @@ def parse_checksum(text: str) -> tuple[str, str]:
     algo = algo.lower()
     known = ", ".join(CHECKSUM_HEX_LENGTHS)
     if not sep:
-        raise UsageError(f"bad --checksum {text!r}: expected <algorithm>:<hex digest>, algorithm one of {known}")
+        raise UsageError(f"bad --checksum {text!r}: write <algorithm>:<hex> with one of {known}")
     if algo not in CHECKSUM_HEX_LENGTHS:
-        raise UsageError(f"bad --checksum {text!r}: unknown algorithm {algo!r}; use one of {known}")
+        raise UsageError(f"bad --checksum {text!r}: unknown algorithm {algo!r}; write <algorithm>:<hex> with one of "
+                         f"{known}")
     want = CHECKSUM_HEX_LENGTHS[algo]
     if len(hexdigest) != want or not re.fullmatch(r"[0-9a-fA-F]+", hexdigest):
-        raise UsageError(f"bad --checksum {text!r}: a {algo} digest is {want} hexadecimal characters")
+        raise UsageError(f"bad --checksum {text!r}: a {algo} digest is {want} hex digits")
     return algo, hexdigest.lower()
 
 
