@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..oci.descriptor import Descriptor, canonical_json
@@ -70,22 +71,20 @@ class BuildCache:
         return store.has_blob(result.descriptor.digest) and all(store.has_file(d) for d in result.file_digests())
 
     @staticmethod
-    def _read(path: Any) -> dict[str, Any] | None:
+    def _read(path: Path) -> LayerResult | None:
+        """A record file as a result; None when missing or damaged (a damaged record is a miss)."""
         try:
-            return json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            return LayerResult.from_json(json.loads(path.read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def _usable(self, path: Path) -> LayerResult | None:
+        result = self._read(path)
+        return result if result is not None and self._complete(result) else None
 
     def lookup(self, key: str) -> LayerResult | None:
         """The recorded result of op ``key``, if it and everything it names are still there."""
-        obj = self._read(self.ops_dir / f"{key}.json")
-        if obj is None:
-            return None
-        try:
-            result = LayerResult.from_json(obj)
-        except (KeyError, TypeError, ValueError):
-            return None
-        return result if self._complete(result) else None
+        return self._usable(self.ops_dir / f"{key}.json")
 
     def record(self, key: str, result: LayerResult) -> None:
         """Remember an op's result (after its blobs and files are committed)."""
@@ -100,24 +99,13 @@ class BuildCache:
 
     def layer(self, digest: str) -> LayerResult | None:
         """What a layer blob holds, if a record of it exists and its files are in the store."""
-        obj = self._read(self.layers_dir / f"{digest.split(':', 1)[1]}.json")
-        if obj is None:
-            return None
-        try:
-            result = LayerResult.from_json(obj)
-        except (KeyError, TypeError, ValueError):
-            return None
-        return result if self._complete(result) else None
+        return self._usable(self.layers_dir / f"{digest.split(':', 1)[1]}.json")
 
     def roots(self) -> Iterator[str]:
         """Every blob and file digest an op record names (kept by ``prune`` unless the cache is dropped)."""
         for path in self.ops_dir.glob("*.json"):
-            obj = self._read(path)
-            if obj is None:
-                continue
-            try:
-                result = LayerResult.from_json(obj)
-            except (KeyError, TypeError, ValueError):
+            result = self._read(path)
+            if result is None:
                 continue
             yield result.descriptor.digest
             yield from result.file_digests()

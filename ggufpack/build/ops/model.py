@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ... import __version__
@@ -114,7 +114,9 @@ class ConvertOp:
         src = materialize(self.files, self.ctx.workdir / "convert-src")
         base = materialize(self.base_files, self.ctx.workdir / "convert-base") if self.base_files else None
         out = self.ctx.workdir / "convert-out.gguf"
+        # The symlink directory has a scratch name: the model is named after the source directory.
         api.convert(src, out, out_type=self.command.type, model_class=self.command.model_class, base=base,
+                    model_name=PurePosixPath(clean_path(self.command.source)).name or None,
                     progress=self.ctx.progress)
         return output_diff(self.ctx, out, self.command.dest, "CONVERT")
 
