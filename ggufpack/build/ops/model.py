@@ -15,7 +15,7 @@ from typing import Any
 
 from ... import __version__
 from ...errors import GGUFPackError
-from ...packerfile.instructions import ConvertCommand, ImatrixCommand, QuantizeCommand
+from ...packerfile.instructions import ConvertCommand, QuantizeCommand
 from ...sources.context import resolve_context_sources
 from ..snapshot import FILE_MODE, Diff, FileNode, Snapshot, clean_path
 from .base import Item, OpContext, place
@@ -148,14 +148,3 @@ class QuantizeOp:
         self.ctx.progress.log(f"  quantizing {self.file.relpath} to {c.type}")
         quantize(self.file.location, out, options)
         return output_diff(self.ctx, out, c.dest, "QUANTIZE")
-
-
-class ImatrixOp:
-    def __init__(self, ctx: OpContext, command: ImatrixCommand, source: Snapshot | None) -> None:
-        self.ctx = ctx
-
-    def inputs(self) -> dict[str, Any]:
-        raise GGUFPackError(f"{self.ctx.where}: IMATRIX is not available in this version of ggufpack (issue #5)")
-
-    def run(self) -> Diff:
-        raise AssertionError("inputs() refuses first")
