@@ -8,15 +8,11 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, cli_backends, cli_convert, cli_quantize
+from .cli_common import add_progress_options, progress_for, store_for
 from .errors import GGUFPackError, UsageError
 from .packerfile import DEFAULT_FILENAME
-
-if TYPE_CHECKING:  # imported lazily at run time: 'ggufpack plan' should not load the store
-    from .progress import Progress
-    from .store import Store
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -67,18 +63,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> Store:
-    from .store import Store
-
-    return Store.open_default()
-
-
-def _progress(args: argparse.Namespace) -> Progress:
-    from .progress import Progress
-
-    return Progress("quiet" if args.quiet else args.progress)
-
-
 def parse_labels(values: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values:
@@ -94,8 +78,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .oci.export import export_image
 
     path, _ = _packerfile_path(args)
-    progress = _progress(args)
-    store = _store(args)
+    progress = progress_for(args)
+    store = store_for(args)
     result = build(
         args.context, file=path, tags=args.tag, build_args=parse_build_args(args.build_arg), target=args.target,
         labels=parse_labels(args.label), no_cache=args.no_cache, platform=args.platform, store=store,
@@ -114,7 +98,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from .images import human_age, human_size, render_table, summarize
 
-    store = _store(args)
+    store = store_for(args)
     summaries = [row for record in store.images() for row in summarize(store, record)]
     if args.format == "json":
         print(json.dumps([s.to_json() for s in summaries], indent=2))
@@ -129,7 +113,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .images import human_size, inspect_image
 
-    store = _store(args)
+    store = store_for(args)
     info = inspect_image(store, store.resolve(args.image))
     if args.format == "json":
         print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -157,12 +141,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    print(_store(args).tag(args.source, args.target))
+    print(store_for(args).tag(args.source, args.target))
     return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = store_for(args)
     for item in args.images:
         for ref in store.remove(item):
             print(f"untagged {ref}")
@@ -173,7 +157,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from .build.cache import BuildCache
     from .images import human_size
 
-    store = _store(args)
+    store = store_for(args)
     cache = BuildCache(store)
     if args.cache:
         print(f"dropped {cache.clear()} build cache record(s)")
@@ -211,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-cache", action="store_true", help="run every op even when cached")
     build.add_argument("--output", action="append", default=[], metavar="type=oci,dest=DIR",
                        help="also export: type=oci,dest=DIR or type=oci-archive,dest=FILE")
-    build.add_argument("--progress", choices=["auto", "tty", "plain", "quiet"], default="auto")
-    build.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+    add_progress_options(build, "print only the image digest")
     build.set_defaults(func=cmd_build)
 
     lst = sub.add_parser("list", aliases=["ls"], help="list images in the local store")
@@ -236,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="delete blobs and files no image or build cache entry uses")
     prune.add_argument("--cache", action="store_true", help="drop the build cache first")
     prune.set_defaults(func=cmd_prune)
+
+    for module in (cli_convert, cli_quantize, cli_backends):
+        module.register(sub)
     return parser
 
 

@@ -293,7 +293,7 @@ def _break_no_tokenizer(model: Path) -> None:
         (_break_lying_offsets, "truncated"),
         (_break_overlapping_offsets, "overlap"),
         (_break_unknown_dtype, "unsupported dtype 'F8_E9M9'"),
-        (_break_architecture, "supported: LlamaForCausalLM, MistralForCausalLM"),
+        (_break_architecture, "LlamaForCausalLM, MistralForCausalLM"),
         (_break_shape, "config.json implies"),
         (_break_pickle_only, "can execute code"),
         (_break_missing_tensor, "lacks"),

@@ -39,7 +39,7 @@ class ConvertResult:
 
 def convert(
     src_dir: Path, dest: Path, *, out_type: str = "F16", model_class: str = "model", base: Path | None = None,
-    model_name: str | None = None, progress: Progress = QUIET,
+    model_name: str | None = None, split_max_size: int | None = None, progress: Progress = QUIET,
 ) -> ConvertResult:
     """Convert the checkpoint in ``src_dir`` to the GGUF file ``dest`` (replaced atomically).
 
@@ -47,6 +47,7 @@ def convert(
     ``model_name`` sets ``general.name`` (like llama.cpp's ``--model-name``); without it the name comes
     from the model card or, failing that, the source directory's name, which is meaningless when
     the caller staged the files under a scratch name: the build engine should pass the source's name.
+    ``split_max_size`` (bytes) splits the output into llama.cpp's ``-NNNNN-of-NNNNN.gguf`` shards.
     ``model_class="lora"`` with ``base`` is reserved for PEFT adapters (not implemented yet). Raises
     :class:`ggufpack.errors.GGUFPackError` on any input problem; ``dest`` is then left untouched.
     """
@@ -74,7 +75,7 @@ def convert(
     writer.add_file_type(file_type)
     vocab.write(writer)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    written = write_gguf(writer, tensors, types, dest, progress)
+    written = write_gguf(writer, tensors, types, dest, progress, split_max_size=split_max_size)
     for w in warnings:
         progress.log(f"warning: {w}")
     return ConvertResult(

@@ -79,9 +79,11 @@ class WrittenFile:
 
 def write_gguf(
     writer: gguf.GGUFWriter, tensors: list[PlannedTensor], types: list[gguf.GGMLQuantizationType], dest: Path,
-    progress: Progress = QUIET,
+    progress: Progress = QUIET, split_max_size: int | None = None,
 ) -> WrittenFile:
     """Write ``writer``'s key/values and ``tensors`` (each in its type from ``types``) to ``dest``."""
+    if split_max_size is not None:
+        raise GGUFPackError("--split-max-size is not supported yet (issue #4)")
     total = 0
     for tensor, qtype in zip(tensors, types, strict=True):
         stored_shape, nbytes = _nbytes(tensor.shape, qtype)

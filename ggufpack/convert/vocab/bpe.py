@@ -1,7 +1,6 @@
-"""Tokenizer → ``tokenizer.ggml.*`` metadata, from the tokenizer files alone (no transformers).
+"""Byte-level BPE (``tokenizer.json`` with a ``BPE`` model and a ``ByteLevel`` step) → ``gpt2`` vocab.
 
-This slice handles byte-level BPE (``tokenizer.json`` with a ``BPE`` model), what Llama 3, Mistral
-Nemo, Qwen and GPT-2 style models ship.
+What Llama 3, Mistral Nemo, Qwen and GPT-2 style models ship.
 
 **Pre-tokenizer identification.** llama.cpp does not read the pre-tokenizer from the file: it
 reads a name, ``tokenizer.ggml.pre``, and applies the split regexes it hard-codes for that name.
@@ -17,14 +16,13 @@ warning in the result, because tokenization may then differ from the HF tokenize
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gguf
 
 from ggufpack.convert.checkpoint import read_json
+from ggufpack.convert.vocab.common import Vocab, special_vocab
 from ggufpack.errors import GGUFPackError
 
 # The GPT-2 split that ByteLevel(use_regex=True) applies.
@@ -47,31 +45,9 @@ KNOWN_PRE_TOKENIZERS: dict[tuple[str, ...], str] = {
 DEFAULT_PRE = "default"
 
 
-@dataclass(frozen=True)
-class Vocab:
-    """A tokenizer ready to write: tokens, their types, the pre-tokenizer name, plus special tokens."""
-
-    model: str  # tokenizer.ggml.model
-    pre: str  # tokenizer.ggml.pre
-    tokens: list[str]
-    token_types: list[int]
-    special: gguf.SpecialVocab
-
-    def write(self, writer: gguf.GGUFWriter) -> None:
-        writer.add_tokenizer_model(self.model)
-        writer.add_tokenizer_pre(self.pre)
-        writer.add_token_list(self.tokens)
-        writer.add_token_types(self.token_types)
-        self.special.add_to_gguf(writer, quiet=True)
-
-
-def load_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) -> Vocab:
+def load_bpe_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) -> Vocab:
     """Read the tokenizer in ``model_dir``; ``vocab_size`` (from config.json) pads the token list."""
     tokenizer_json = model_dir / "tokenizer.json"
-    if not tokenizer_json.is_file():
-        if (model_dir / "tokenizer.model").is_file():
-            raise GGUFPackError(f"{model_dir}: SentencePiece tokenizers (tokenizer.model) are not supported yet")
-        raise GGUFPackError(f"{model_dir}: no tokenizer.json: cannot build the vocabulary")
     data = read_json(tokenizer_json)
     kind = (data.get("model") or {}).get("type")
     if kind != "BPE":
@@ -82,27 +58,10 @@ def load_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) -> 
         )
     tokens, types = _bpe_tokens(data, vocab_size, tokenizer_json)
     pre = identify_pre_tokenizer(data, warnings)
-    special = _special_vocab(model_dir, len(tokens))
+    special = special_vocab(model_dir, len(tokens))
     if not special.merges:
         raise GGUFPackError(f"{tokenizer_json}: BPE tokenizer without merges")
     return Vocab(model="gpt2", pre=pre, tokens=tokens, token_types=types, special=special)
-
-
-def _special_vocab(model_dir: Path, n_vocab: int) -> gguf.SpecialVocab:
-    """gguf-py's reader of special tokens, merges, add_bos/add_eos and the chat template.
-
-    Its log chatter about template shapes it does not recognise (Llama 3's pair template, say) is
-    silenced: it is about sentence pairs, which llama.cpp never builds.
-    """
-    chatter = logging.getLogger("gguf.vocab")
-    level = chatter.level
-    chatter.setLevel(logging.ERROR)
-    try:
-        return gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=n_vocab)
-    except (ValueError, OSError) as e:
-        raise GGUFPackError(f"{model_dir}: cannot read the special tokens or merges: {e}") from e
-    finally:
-        chatter.setLevel(level)
 
 
 def identify_pre_tokenizer(tokenizer: dict[str, Any], warnings: list[str]) -> str:

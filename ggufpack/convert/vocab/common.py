@@ -1,0 +1,54 @@
+"""What every tokenizer kind produces: a :class:`Vocab` ready to write, and the special tokens.
+
+Special tokens, merges, ``add_bos``/``add_eos`` and the chat template are read by gguf-py's
+:class:`gguf.SpecialVocab` from ``tokenizer_config.json``, ``tokenizer.json``,
+``special_tokens_map.json``, ``generation_config.json`` and ``chat_template.jinja``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+
+from ggufpack.errors import GGUFPackError
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """A tokenizer ready to write: tokens, their types, the pre-tokenizer name, plus special tokens."""
+
+    model: str  # tokenizer.ggml.model
+    pre: str  # tokenizer.ggml.pre
+    tokens: list[str]
+    token_types: list[int]
+    special: gguf.SpecialVocab
+    scores: list[float] | None = None  # SentencePiece piece scores
+
+    def write(self, writer: gguf.GGUFWriter) -> None:
+        writer.add_tokenizer_model(self.model)
+        writer.add_tokenizer_pre(self.pre)
+        writer.add_token_list(self.tokens)
+        if self.scores is not None:
+            writer.add_token_scores(self.scores)
+        writer.add_token_types(self.token_types)
+        self.special.add_to_gguf(writer, quiet=True)
+
+
+def special_vocab(model_dir: Path, n_vocab: int) -> gguf.SpecialVocab:
+    """gguf-py's reader of special tokens, merges, add_bos/add_eos and the chat template.
+
+    Its log chatter about template shapes it does not recognise (Llama 3's pair template, say) is
+    silenced: it is about sentence pairs, which llama.cpp never builds.
+    """
+    chatter = logging.getLogger("gguf.vocab")
+    level = chatter.level
+    chatter.setLevel(logging.ERROR)
+    try:
+        return gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=n_vocab)
+    except (ValueError, OSError) as e:
+        raise GGUFPackError(f"{model_dir}: cannot read the special tokens or merges: {e}") from e
+    finally:
+        chatter.setLevel(level)

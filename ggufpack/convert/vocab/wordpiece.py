@@ -1,0 +1,12 @@
+"""WordPiece (BERT's ``tokenizer.json``) → ``bert`` vocab. Not implemented yet (issue #4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ggufpack.convert.vocab.common import Vocab
+from ggufpack.errors import GGUFPackError
+
+
+def load_wordpiece_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) -> Vocab:
+    raise GGUFPackError(f"{model_dir}: WordPiece tokenizers are not supported yet")
