@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import GGUFPackError, UsageError
 from ..oci import mediatypes as mt
+from ..oci.platform import select_platform
 from ..store import Store
 from .cache import BuildCache, LayerResult
 from .snapshot import Snapshot
@@ -37,17 +38,6 @@ class BaseImage:
         return list(cmd) if cmd else None
 
 
-def _platform_manifest(store: Store, index: dict[str, Any], platform: str, name: str) -> str:
-    """The manifest of an index that matches ``os/arch[/variant]``; never blindly the first."""
-    want = platform.split("/")
-    for entry in index.get("manifests", []):
-        p = entry.get("platform") or {}
-        have = [p.get("os"), p.get("architecture")] + ([p["variant"]] if "variant" in p else [])
-        if have[: len(want)] == want or have[:2] == want[:2]:
-            return str(entry["digest"])
-    raise GGUFPackError(f"image {name} has no manifest for platform {platform}")
-
-
 def load_image(store: Store, cache: BuildCache, name: str, platform: str) -> BaseImage:
     """Open a stored image; its layers' contents must be known to the store (built or pulled here)."""
     try:
@@ -60,7 +50,7 @@ def load_image(store: Store, cache: BuildCache, name: str, platform: str) -> Bas
     digest = record.descriptor.digest
     manifest = store.read_json(digest)
     if manifest.get("mediaType") == mt.OCI_INDEX or "manifests" in manifest:
-        digest = _platform_manifest(store, manifest, platform, name)
+        digest = str(select_platform(manifest, platform, name)["digest"])
         manifest = store.read_json(digest)
     config = store.read_json(manifest["config"]["digest"])
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []

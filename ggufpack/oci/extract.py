@@ -48,10 +48,15 @@ class LayerMember:
     size: int
     mtime: int
     linkname: str | None = None
+    data_offset: int | None = None  # where a file's bytes start in an uncompressed tar blob
 
 
 def iter_layer_members(blob: BinaryIO | Path, media_type: str) -> Iterator[tuple[LayerMember, BinaryIO | None]]:
-    """Yield each member with a reader of its content (files only), valid until the next member."""
+    """Yield each member with a reader of its content (files only), valid until the next member.
+
+    A file's ``data_offset`` is only meaningful for uncompressed layers: with gzip it is an offset
+    into the decompressed stream.
+    """
     mode = _tar_mode(media_type)
     with ExitStack() as stack:
         fileobj = stack.enter_context(open(blob, "rb")) if isinstance(blob, Path) else blob
@@ -259,7 +264,7 @@ def _member(info: tarfile.TarInfo) -> LayerMember | None:
             raise GGUFPackError(f"layer member {info.name!r} is an invalid whiteout; the layer is unsafe")
         return LayerMember(posixpath.join(posixpath.dirname(path), hidden), "whiteout", **{**fields, "size": 0})
     if info.isreg():
-        return LayerMember(path, "file", **fields)
+        return LayerMember(path, "file", **fields, data_offset=info.offset_data)
     if info.isdir():
         return LayerMember(path, "dir", **{**fields, "size": 0})
     if info.issym():

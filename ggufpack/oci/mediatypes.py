@@ -48,3 +48,7 @@ OLLAMA_MESSAGES = "application/vnd.ollama.image.messages"
 
 GZIP_LAYER_TYPES = frozenset({OCI_LAYER_TAR_GZIP, DOCKER_LAYER_TAR_GZIP})
 PLAIN_LAYER_TYPES = frozenset({OCI_LAYER_TAR, DOCKER_LAYER_TAR})
+
+#: what a client accepts when it asks a registry for a manifest, images and indexes of both families
+MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})

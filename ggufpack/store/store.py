@@ -93,6 +93,25 @@ class Store:
         finally:
             writer.abort()
 
+    def adopt_blob(self, path: Path, digest: str) -> None:
+        """Move a file whose digest the caller has verified (a finished download) into the blobs.
+
+        Same filesystem only (the caller keeps partial downloads under the store root); the file
+        is made read-only and durable before it appears under its digest.
+        """
+        target = self.layout.blob(digest)
+        if target.exists():
+            Path(path).unlink(missing_ok=True)
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(path, 0o444)
+        os.rename(path, target)
+        fsync_dir(self.layout.blobs)
+
     def put_bytes(self, data: bytes, expected_digest: str | None = None) -> tuple[str, int]:
         """Store ``data`` as a blob; returns ``(digest, size)``."""
         with self.blob_writer() as writer:

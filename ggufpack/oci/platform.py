@@ -1,0 +1,33 @@
+"""Choosing an image index's manifest for a platform: never blindly ``manifests[0]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ggufpack.errors import GGUFPackError
+
+
+def select_platform(index: dict[str, Any], platform: str, name: str) -> dict[str, Any]:
+    """The descriptor in ``index`` for ``os/arch[/variant]``.
+
+    An exact match wins; failing that, one with the same OS and architecture (any variant). An
+    entry without a platform (an attestation, say) is never chosen.
+    """
+    want = platform.split("/")
+    fallback = None
+    for entry in index.get("manifests", []):
+        p = entry.get("platform") or {}
+        have = [p.get("os"), p.get("architecture")] + ([p["variant"]] if "variant" in p else [])
+        if have == want or have[: len(want)] == want:
+            return dict(entry)
+        if fallback is None and have[:2] == want[:2]:
+            fallback = entry
+    if fallback is not None:
+        return dict(fallback)
+    offered = sorted({"/".join(filter(None, [(e.get("platform") or {}).get("os"),
+                                              (e.get("platform") or {}).get("architecture")]))
+                      for e in index.get("manifests", [])} - {""})
+    raise GGUFPackError(
+        f"image {name} has no manifest for platform {platform}"
+        + (f" (it offers {', '.join(offered)}; pass --platform)" if offered else "")
+    )

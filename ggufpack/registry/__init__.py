@@ -1,0 +1,1 @@
+"""Registry distribution: credentials, the distribution API client, push and pull."""

@@ -1,0 +1,178 @@
+"""``pull``: a registry image into the store, verified blob by blob, usable at once by ``FROM`` and ``run``.
+
+Steps: fetch the manifest (an index is resolved by platform); fetch the config and layers, several at
+a time, each verified against its digest before it enters the store (see :mod:`.download`); record
+what each layer holds and make its files runnable in place (see :mod:`ggufpack.build.layer_index`);
+store the manifest's exact bytes, so the digest is the registry's; and only then move the ref. A
+pull that fails at any step leaves the refs as they were.
+
+Artifacts in other model formats (ModelPack, Docker Model Runner, Ollama) are recognised by their
+media types and handed to an importer that turns them into a store image (see :mod:`.formats`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ggufpack.build.cache import BuildCache
+from ggufpack.build.layer_index import index_layer
+from ggufpack.build.snapshot import Snapshot
+from ggufpack.errors import GGUFPackError
+from ggufpack.oci import mediatypes as mt
+from ggufpack.oci.descriptor import Descriptor
+from ggufpack.oci.platform import select_platform
+from ggufpack.progress import QUIET, Bar, Progress
+from ggufpack.refs import Reference
+from ggufpack.registry.client import Manifest, RegistryClient
+from ggufpack.registry.download import fetch_blob
+from ggufpack.registry.known_blobs import KnownBlobs
+from ggufpack.store import Store
+
+JOBS = 4
+
+
+@dataclass
+class PullStats:
+    fetched: int = 0  # blobs downloaded (fully or the rest of a resumed download)
+    present: int = 0  # already in the store
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, fetched: bool) -> None:
+        with self.lock:
+            if fetched:
+                self.fetched += 1
+            else:
+                self.present += 1
+
+
+@dataclass(frozen=True)
+class PullResult:
+    reference: str  # the ref set in the store
+    digest: str  # of the stored manifest
+    format: str  # image | modelpack | docker-ai | ollama
+    stats: PullStats
+
+
+@dataclass(frozen=True)
+class RemoteImage:
+    """A manifest fetched from a registry (an index already resolved) and its config, nothing else."""
+
+    reference: Reference
+    manifest: Manifest
+    parsed: dict[str, Any]
+    config: dict[str, Any]
+    format: str
+
+
+def artifact_format(manifest: dict[str, Any]) -> str:
+    """``image``, ``modelpack``, ``docker-ai`` or ``ollama``, from the media types alone."""
+    config_type = (manifest.get("config") or {}).get("mediaType", "")
+    layer_types = [layer.get("mediaType", "") for layer in manifest.get("layers") or []]
+    if manifest.get("artifactType") == mt.MODELPACK_ARTIFACT or config_type == mt.MODELPACK_CONFIG:
+        return "modelpack"
+    if config_type == mt.DOCKER_AI_CONFIG or any(t.startswith("application/vnd.docker.ai.") for t in layer_types):
+        return "docker-ai"
+    if any(t.startswith("application/vnd.ollama.image.") for t in layer_types):
+        return "ollama"
+    return "image"
+
+
+def fetch_manifest(client: RegistryClient, ref: Reference, platform: str) -> tuple[Manifest, dict[str, Any]]:
+    """The image manifest ``ref`` names, an index resolved for ``platform``."""
+    reference = ref.digest or ref.tag or "latest"
+    top = client.get_manifest(ref.repository, reference, mt.MANIFEST_TYPES)
+    parsed = _parse(top, ref)
+    if top.media_type in mt.INDEX_TYPES or "manifests" in parsed:
+        child = select_platform(parsed, platform, str(ref))
+        top = client.get_manifest(ref.repository, str(child["digest"]), mt.MANIFEST_TYPES)
+        parsed = _parse(top, ref)
+    if not top.media_type:
+        top = Manifest(top.data, str(parsed.get("mediaType") or mt.OCI_MANIFEST), top.digest)
+    return top, parsed
+
+
+def inspect_remote(client: RegistryClient, ref: Reference, platform: str) -> RemoteImage:
+    """Manifest and config of a registry image: two small requests, never the weights."""
+    manifest, parsed = fetch_manifest(client, ref, platform)
+    config_desc = parsed.get("config") or {}
+    config: dict[str, Any] = {}
+    if config_desc.get("digest") and int(config_desc.get("size", 0)) <= 64 * 1024 * 1024:
+        resp = client.get_blob(ref.repository, config_desc["digest"])
+        data = resp.content
+        from ggufpack.oci.descriptor import sha256_digest
+
+        if sha256_digest(data) != config_desc["digest"]:
+            raise GGUFPackError(f"{ref}: the config blob does not match its digest")
+        try:
+            config = json.loads(data) if data.strip() else {}
+        except ValueError:
+            config = {}
+    return RemoteImage(ref, manifest, parsed, config, artifact_format(parsed))
+
+
+def _parse(manifest: Manifest, ref: Reference) -> dict[str, Any]:
+    try:
+        parsed = json.loads(manifest.data)
+    except ValueError:
+        raise GGUFPackError(f"{ref}: the registry's manifest is not JSON") from None
+    if not isinstance(parsed, dict) or parsed.get("schemaVersion") != 2:
+        raise GGUFPackError(f"{ref}: unsupported manifest (schema version {parsed.get('schemaVersion')!r})")
+    return parsed
+
+
+def fetch_blobs(store: Store, client: RegistryClient, repository: str, blobs: list[Descriptor],
+                progress: Progress, stats: PullStats, jobs: int = JOBS) -> None:
+    """Download every blob not yet in the store, several at once, each verified before it lands."""
+    known = KnownBlobs(store)
+    total = sum(b.size for b in blobs)
+
+    def one(blob: Descriptor, bar: Bar) -> None:
+        stats.add(fetch_blob(store, client, repository, blob, bar))
+        known.add(client.registry, repository, blob.digest)
+
+    with progress.bar(f"pull {repository}", total) as bar, ThreadPoolExecutor(jobs) as pool:
+        for future in [pool.submit(one, blob, bar) for blob in blobs]:
+            future.result()
+
+
+def _store_image(store: Store, manifest: Manifest, parsed: dict[str, Any], ref_name: str) -> None:
+    """Record the layers of a pulled image, store its manifest bytes, then move the ref."""
+    config = store.read_json(parsed["config"]["digest"])
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    layers = parsed.get("layers") or []
+    if len(diff_ids) != len(layers):
+        raise GGUFPackError(f"{ref_name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}")
+    cache = BuildCache(store)
+    snapshot = Snapshot()
+    for layer, diff_id in zip(layers, diff_ids, strict=True):
+        snapshot = snapshot.apply(index_layer(store, cache, Descriptor.from_json(layer), diff_id).diff)
+    store.put_bytes(manifest.data, manifest.digest)
+    files = {node.digest for _, node in snapshot.items() if node.digest}
+    store.set_ref(ref_name, Descriptor(manifest.media_type, manifest.digest, len(manifest.data)), files=files)
+
+
+def pull_image(store: Store, ref: Reference, client: RegistryClient, *, platform: str,
+               progress: Progress = QUIET, jobs: int = JOBS) -> PullResult:
+    """Pull ``ref`` (a registry reference) into the store and name it ``ref``."""
+    if ref.registry is None:
+        raise GGUFPackError(f"{ref} names no registry: write REGISTRY/NAME[:TAG]")
+    ref_name = str(ref)
+    stats = PullStats()
+    with store.lease():
+        manifest, parsed = fetch_manifest(client, ref, platform)
+        kind = artifact_format(parsed)
+        blobs = [Descriptor.from_json(d) for d in [parsed.get("config"), *(parsed.get("layers") or [])] if d]
+        progress.log(f"pulling {ref_name} ({kind}, {len(blobs)} blob(s), {sum(b.size for b in blobs)} bytes)")
+        fetch_blobs(store, client, ref.repository, blobs, progress, stats, jobs)
+        if kind == "image":
+            _store_image(store, manifest, parsed, ref_name)
+            digest = manifest.digest
+        else:
+            from ggufpack.registry.formats import import_artifact
+
+            digest = import_artifact(store, kind, manifest, parsed, ref_name, progress)
+    return PullResult(ref_name, digest, kind, stats)

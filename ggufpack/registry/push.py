@@ -1,0 +1,226 @@
+"""``push``: a stored image to a registry, sending each blob at most once and resuming cut uploads.
+
+For every blob, in order of preference: the repository already has it (HEAD) → nothing; another
+repository of the same registry has it (we remember where we pushed or pulled each blob) → a
+cross-repository mount, no bytes; else a chunked upload. Each chunk that the registry acknowledges
+is recorded (upload URL and offset) under the store's ``state/uploads/``, so after a dropped
+connection or a killed process the next ``push`` asks the registry how far the upload got and sends
+only the rest. Blobs go up several at a time; manifests go last, children before the index, so a
+tag never names something the registry does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ggufpack.errors import GGUFPackError
+from ggufpack.oci.descriptor import Descriptor
+from ggufpack.progress import QUIET, Bar, Progress
+from ggufpack.refs import Reference
+from ggufpack.registry.client import RegistryClient, RegistryError
+from ggufpack.registry.known_blobs import KnownBlobs
+from ggufpack.store import Store
+
+#: bytes per PATCH: what a resumed push may have to send again at most
+CHUNK_SIZE = 64 * 1024 * 1024
+#: blobs uploaded at once
+JOBS = 4
+_READ_SIZE = 1024 * 1024
+
+
+@dataclass
+class PushStats:
+    sent: int = 0  # blobs uploaded (fully or the rest of a resumed upload)
+    skipped: int = 0  # already in the repository
+    mounted: int = 0  # linked from another repository
+    resumed: int = 0  # uploads continued from an earlier push
+    bytes_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: str  # registry/repository:tag as pushed
+    digest: str  # of the top manifest (or index)
+    stats: PushStats
+
+
+class _FileSlice:
+    """``length`` bytes of a file from ``offset``, as a sized body for ``requests``.
+
+    Only ``read`` and ``__len__``: with ``tell`` or ``__iter__`` requests would fall back to chunked
+    transfer encoding, which registries reject next to a Content-Range.
+    """
+
+    def __init__(self, path: Path, offset: int, length: int, bar: Bar, stats: PushStats) -> None:
+        self._file = path.open("rb")
+        self._file.seek(offset)
+        self._left = length
+        self._length = length
+        self._bar, self._stats = bar, stats
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        # http.client asks for 8 KiB at a time; hand it 1 MiB, which it sends just as well.
+        data = self._file.read(min(self._left, max(size, _READ_SIZE)))
+        self._left -= len(data)
+        self._bar.update(len(data))
+        self._stats.add(bytes_sent=len(data))
+        if not data:
+            self._file.close()
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _UploadState:
+    """Where an unfinished upload of one blob to one repository stands, kept across runs."""
+
+    def __init__(self, store: Store, registry: str, repository: str, digest: str) -> None:
+        key = hashlib.sha256(f"{registry}/{repository}@{digest}".encode()).hexdigest()
+        self.path = store.root / "state" / "uploads" / f"{key}.json"
+
+    def load(self) -> str | None:
+        try:
+            return str(json.loads(self.path.read_text(encoding="utf-8"))["location"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, location: str, offset: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"location": location, "offset": offset}), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def image_blobs(store: Store, top: Descriptor) -> tuple[list[Descriptor], list[tuple[Descriptor, bytes]]]:
+    """The blobs (configs and layers) and the manifests (children first, ``top`` last) of an image."""
+    blobs: dict[str, Descriptor] = {}
+    manifests: list[tuple[Descriptor, bytes]] = []
+
+    def visit(descriptor: Descriptor) -> None:
+        data = store.read_blob(descriptor.digest)
+        manifest: dict[str, Any] = json.loads(data)
+        for child in manifest.get("manifests") or []:
+            visit(Descriptor.from_json(child))
+        for blob in [manifest.get("config"), *(manifest.get("layers") or [])]:
+            if blob:
+                blobs.setdefault(blob["digest"], Descriptor.from_json(blob))
+        manifests.append((descriptor, data))
+
+    visit(top)
+    return list(blobs.values()), manifests
+
+
+class Pusher:
+    """One push of one image to one repository."""
+
+    def __init__(self, store: Store, client: RegistryClient, repository: str, progress: Progress = QUIET,
+                 chunk_size: int = CHUNK_SIZE, jobs: int = JOBS) -> None:
+        self.store, self.client, self.repository = store, client, repository
+        self.progress, self.chunk_size, self.jobs = progress, chunk_size, jobs
+        self.known = KnownBlobs(store)
+        self.stats = PushStats()
+
+    def push_blob(self, blob: Descriptor, bar: Bar) -> None:
+        digest = blob.digest
+        if self.client.blob_size(self.repository, digest) == blob.size:
+            self.stats.add(skipped=1)
+            bar.update(blob.size)
+            self.known.add(self.client.registry, self.repository, digest)
+            return
+        for source in self.known.repositories(self.client.registry, digest):
+            if source != self.repository and self._try_mount(digest, source):
+                self.stats.add(mounted=1)
+                bar.update(blob.size)
+                self.known.add(self.client.registry, self.repository, digest)
+                return
+        self._upload(blob, bar)
+        self.known.add(self.client.registry, self.repository, digest)
+
+    def _try_mount(self, digest: str, source: str) -> bool:
+        try:
+            return self.client.mount_blob(self.repository, digest, source)
+        except RegistryError as e:
+            if e.status in (401, 403, 404):
+                return False  # no access to the source repository: upload instead
+            raise
+
+    def _upload(self, blob: Descriptor, bar: Bar) -> None:
+        path = self.store.blob_path(blob.digest)
+        state = _UploadState(self.store, self.client.registry, self.repository, blob.digest)
+        location, offset = state.load(), 0
+        if location is not None:
+            try:
+                known = self.client.upload_offset(location)
+            except RegistryError:
+                known = None
+            if known is None or known > blob.size:
+                location = None
+            else:
+                offset = known
+                self.stats.add(resumed=1)
+                bar.update(offset)
+        if location is None:
+            location = self.client.start_upload(self.repository)
+        while offset < blob.size:
+            length = min(self.chunk_size, blob.size - offset)
+            start = offset
+
+            def body(start: int = start, length: int = length) -> _FileSlice:
+                return _FileSlice(path, start, length, bar, self.stats)
+
+            location = self.client.upload_chunk(location, body, offset, length)
+            offset += length
+            state.save(location, offset)
+        self.client.finish_upload(location, blob.digest)
+        state.clear()
+        self.stats.add(sent=1)
+
+    def push(self, top: Descriptor, tag: str | None) -> str:
+        blobs, manifests = image_blobs(self.store, top)
+        total = sum(b.size for b in blobs)
+        self.progress.log(f"pushing {len(blobs)} blob(s), {total} bytes, to {self.client.registry}/{self.repository}")
+        with self.progress.bar(f"push {self.repository}", total) as bar, ThreadPoolExecutor(self.jobs) as pool:
+            for future in [pool.submit(self.push_blob, blob, bar) for blob in blobs]:
+                future.result()
+        for descriptor, data in manifests:
+            reference = tag if descriptor is top and tag else descriptor.digest
+            self.client.put_manifest(self.repository, reference, data, descriptor.media_type)
+        return top.digest
+
+
+def push_image(
+    store: Store, source: str, target: Reference, client: RegistryClient, progress: Progress = QUIET,
+    chunk_size: int = CHUNK_SIZE, jobs: int = JOBS,
+) -> PushResult:
+    """Push the stored image ``source`` (ref or ID) as ``target`` (a registry reference)."""
+    if target.registry is None:
+        raise GGUFPackError(f"{target} names no registry: write REGISTRY/NAME[:TAG], e.g. localhost:5000/{target}")
+    record = store.resolve(source)
+    if target.digest and target.digest != record.descriptor.digest:
+        raise GGUFPackError(f"{target} names digest {target.digest}, but {source} is {record.descriptor.digest}")
+    with store.lease():
+        pusher = Pusher(store, client, target.repository, progress, chunk_size, jobs)
+        digest = pusher.push(record.descriptor, target.tag)
+    shown = f"{target.name}:{target.tag}" if target.tag else f"{target.name}@{digest}"
+    return PushResult(shown, digest, pusher.stats)
+

@@ -1,0 +1,73 @@
+"""How to reach one registry: HTTP or HTTPS, TLS verification, and which host answers the API.
+
+Per-registry settings live in ``<ggufpack home>/registries.json``::
+
+    {"registries": {"127.0.0.1:5000": {"plain_http": true},
+                    "models.internal:443": {"insecure": true},
+                    "reg.example": {"ca_file": "/etc/ssl/reg.pem"}}}
+
+and a command's ``--plain-http`` / ``--insecure`` flags override them for that run. ``plain_http``
+speaks HTTP; ``insecure`` keeps HTTPS but skips certificate verification (like skopeo's
+``--tls-verify=false``); ``ca_file`` trusts an extra certificate authority.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ggufpack.errors import GGUFPackError
+from ggufpack.store.layout import default_root
+
+#: Docker Hub's name in references and the host that serves its API
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    plain_http: bool = False
+    insecure: bool = False
+    ca_file: str | None = None
+
+    @property
+    def verify(self) -> bool | str:
+        """What ``requests`` takes as ``verify=``."""
+        if self.insecure:
+            return False
+        return self.ca_file or True
+
+
+def settings_path() -> Path:
+    return default_root() / "registries.json"
+
+
+def _load() -> dict[str, Any]:
+    path = settings_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GGUFPackError(f"cannot read {path}: {e}") from e
+    registries = data.get("registries") if isinstance(data, dict) else None
+    if not isinstance(registries, dict):
+        raise GGUFPackError(f"{path}: expected {{\"registries\": {{HOST: {{...}}}}}}")
+    return registries
+
+
+def settings_for(registry: str, *, plain_http: bool = False, insecure: bool = False) -> RegistrySettings:
+    """The saved settings for ``registry`` with this command's flags on top (a flag only turns on)."""
+    entry = _load().get(registry) or {}
+    saved = RegistrySettings(
+        plain_http=bool(entry.get("plain_http", False)), insecure=bool(entry.get("insecure", False)),
+        ca_file=entry.get("ca_file"),
+    )
+    return replace(saved, plain_http=saved.plain_http or plain_http, insecure=saved.insecure or insecure)
+
+
+def api_host(registry: str) -> str:
+    """The host that answers ``/v2/`` for a registry name (Docker Hub's differs)."""
+    return DOCKER_HUB_API if registry in (DOCKER_HUB, "index.docker.io") else registry
