@@ -8,11 +8,15 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, cli_backends, cli_convert, cli_quantize
-from .cli_common import add_progress_options, progress_for, store_for
+from . import __version__, cli_backends, cli_convert, cli_quantize, cli_registry
+from .cli_common import add_progress_options, add_registry_options, progress_for, store_for
 from .errors import GGUFPackError, UsageError
 from .packerfile import DEFAULT_FILENAME
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -111,10 +115,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .images import human_size, inspect_image
+    from .images import human_size
 
     store = store_for(args)
-    info = inspect_image(store, store.resolve(args.image))
+    info = _local_or_remote_details(store, args)
     if args.format == "json":
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
@@ -122,7 +126,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"Refs:      {', '.join(info['refs']) or '<none>'}")
     print(f"Created:   {info['created']}")
     print(f"Platform:  {info['platform']}")
-    print(f"Size:      {human_size(info['size'] or 0)} of GGUF, {human_size(info['disk_usage'])} on disk")
+    where = f"{human_size(info['disk_usage'])} on disk" if "disk_usage" in info else "in the registry"
+    print(f"Size:      {human_size(info['size'] or 0)} of GGUF, {where}")
     print(f"Cmd:       {json.dumps(info['cmd'], ensure_ascii=False)}")
     for role in ("model", "drafter", "projector"):
         if info[role]:
@@ -138,6 +143,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for layer in info["layers"]:
         print(f"  {layer['digest'][:19]}  {human_size(layer['size']):>10}  {layer['created_by']}")
     return 0
+
+
+def _local_or_remote_details(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    """The stored image, or for a registry ref not in the store, its manifest and config fetched remotely."""
+    from .images import inspect_image
+
+    try:
+        return inspect_image(store, store.resolve(args.image))
+    except UsageError:
+        from .refs import parse_reference
+
+        ref = parse_reference(args.image)
+        if ref.registry is None:
+            raise
+    from .cli_registry import remote_details
+
+    return remote_details(ref, args)
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
@@ -205,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="show an image's manifest, config, labels and layers")
     inspect.add_argument("image", help="REF or ID (prefix)")
     inspect.add_argument("--format", choices=["text", "json"], default="text")
+    add_registry_options(inspect)
     inspect.set_defaults(func=cmd_inspect)
 
     tag = sub.add_parser("tag", help="give an image another name")
@@ -220,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--cache", action="store_true", help="drop the build cache first")
     prune.set_defaults(func=cmd_prune)
 
-    for module in (cli_convert, cli_quantize, cli_backends):
+    for module in (cli_registry, cli_convert, cli_quantize, cli_backends):
         module.register(sub)
     return parser
 
@@ -228,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if debug:  # accepted anywhere on the line, not only before the command
+        argv = ["--debug", *[a for a in argv if a != "--debug"]]
     try:
         args = build_parser().parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func

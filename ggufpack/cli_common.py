@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .progress import Progress
+    from .registry.client import RegistryClient
     from .store import Store
 
 
@@ -32,3 +33,18 @@ def progress_for(args: argparse.Namespace) -> Progress:
 def add_progress_options(parser: argparse.ArgumentParser, quiet_help: str) -> None:
     parser.add_argument("--progress", choices=["auto", "tty", "plain", "quiet"], default="auto")
     parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+
+
+def add_registry_options(parser: argparse.ArgumentParser) -> None:
+    """``--plain-http`` / ``--insecure`` for commands that talk to a registry."""
+    parser.add_argument("--plain-http", action="store_true", help="talk HTTP, not HTTPS, to the registry")
+    parser.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
+
+
+def client_for(args: argparse.Namespace, registry: str) -> RegistryClient:
+    """A client for ``registry`` with its saved settings and this command's flags."""
+    from .registry.client import RegistryClient
+    from .registry.settings import settings_for
+
+    settings = settings_for(registry, plain_http=args.plain_http, insecure=args.insecure)
+    return RegistryClient(registry, settings)

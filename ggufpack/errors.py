@@ -47,3 +47,9 @@ class PackerfileError(UsageError):
             line = self.source_line.rstrip("\n").expandtabs(1)
             text += f"\n    {line}\n    {' ' * (max(pos.column, 1) - 1)}^"
         return text
+
+
+class Interrupted(GGUFPackError):
+    """Stopped on request (SIGINT/SIGTERM) at a safe point; the work can be resumed."""
+
+    exit_code = 130

@@ -105,6 +105,18 @@ def render_table(rows: list[list[str]]) -> str:
 def inspect_image(store: Store, record: ImageRecord) -> dict[str, Any]:
     """What ``inspect`` shows: ids, refs, manifest, config summary, labels, layers, disk use."""
     manifest, config = read_image(store, record)
+    return {
+        "id": record.id,
+        "digest": record.descriptor.digest,
+        "refs": list(record.refs),
+        "created": record.created,
+        "disk_usage": store.disk_usage(image_digests(store, record)),
+        **image_details(manifest, config),
+    }
+
+
+def image_details(manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest and config alone tell (also for an image still in a registry)."""
     fields = config.get("config") or {}
 
     def model(entry: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -114,14 +126,9 @@ def inspect_image(store: Store, record: ImageRecord) -> dict[str, Any]:
                                           "BitsPerWeight", "FileType")}
 
     return {
-        "id": record.id,
-        "digest": record.descriptor.digest,
-        "refs": list(record.refs),
-        "created": record.created,
         "platform": f"{config.get('os')}/{config.get('architecture')}",
         "cmd": fields.get("Cmd"),
         "size": fields.get("Size"),
-        "disk_usage": store.disk_usage(image_digests(store, record)),
         "model": model(fields.get("Model")),
         "drafter": model(fields.get("Drafter")),
         "projector": model(fields.get("Projector")),

@@ -74,7 +74,10 @@ class RegistryClient:
         scheme = "http" if self.settings.plain_http else "https"
         self.base = f"{scheme}://{api_host(registry)}"
         self.session = requests.Session()
-        self.session.verify = self.settings.verify
+        if self.settings.insecure:  # asked for on purpose: urllib3's warning per request would only be noise
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.session.headers["User-Agent"] = USER_AGENT
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
@@ -124,8 +127,9 @@ class RegistryClient:
         all_headers = {**self._auth_header(url), **(headers or {})}
         data = body() if callable(body) else body
         try:
+            # verify= per request: a session-level value loses to $REQUESTS_CA_BUNDLE in requests.
             return self.session.request(method, url, headers=all_headers, data=data, stream=stream,
-                                        timeout=TIMEOUT, allow_redirects=True)
+                                        timeout=TIMEOUT, allow_redirects=True, verify=self.settings.verify)
         except requests.exceptions.SSLError as e:
             raise RegistryError(
                 f"TLS error talking to {self.registry}: {_reason(e)}; if it uses a self-signed certificate, "

@@ -5,7 +5,14 @@ repository of the same registry has it (we remember where we pushed or pulled ea
 cross-repository mount, no bytes; else a chunked upload. Each chunk that the registry acknowledges
 is recorded (upload URL and offset) under the store's ``state/uploads/``, so after a dropped
 connection or a killed process the next ``push`` asks the registry how far the upload got and sends
-only the rest. Blobs go up several at a time; manifests go last, children before the index, so a
+only the rest.
+
+A registry can only resume from a chunk boundary it acknowledged: CNCF distribution (Docker's
+registry, Harbor) keeps the partial bytes of a cut request and then refuses the session, so a
+cut in the middle of a chunk costs the blob a fresh upload (logged), unless a request-buffering
+proxy (nginx's default) sits in front, which drops the partial chunk. A ``stop`` request (the CLI's
+SIGINT/SIGTERM handler) therefore lets the chunk in flight finish and stops there, so that the
+next push really resumes. Blobs go up several at a time; manifests go last, children before the index, so a
 tag never names something the registry does not have.
 """
 
@@ -20,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, Interrupted
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.progress import QUIET, Bar, Progress
 from ggufpack.refs import Reference
@@ -139,6 +146,7 @@ class Pusher:
         self.progress, self.chunk_size, self.jobs = progress, chunk_size, jobs
         self.known = KnownBlobs(store)
         self.stats = PushStats()
+        self.stop = threading.Event()  # set by a signal handler: stop at the next chunk boundary
 
     def push_blob(self, blob: Descriptor, bar: Bar) -> None:
         digest = blob.digest
@@ -174,6 +182,8 @@ class Pusher:
             except RegistryError:
                 known = None
             if known is None or known > blob.size:
+                self.progress.log(f"  the registry could not resume the upload of {blob.digest[:19]}; "
+                                  "sending it again")
                 location = None
             else:
                 offset = known
@@ -182,6 +192,9 @@ class Pusher:
         if location is None:
             location = self.client.start_upload(self.repository)
         while offset < blob.size:
+            if self.stop.is_set():
+                raise Interrupted(f"push interrupted at {offset} of {blob.size} bytes of {blob.digest[:19]}; "
+                                  "run it again to resume")
             length = min(self.chunk_size, blob.size - offset)
             start = offset
 
@@ -210,9 +223,12 @@ class Pusher:
 
 def push_image(
     store: Store, source: str, target: Reference, client: RegistryClient, progress: Progress = QUIET,
-    chunk_size: int = CHUNK_SIZE, jobs: int = JOBS,
+    chunk_size: int = CHUNK_SIZE, jobs: int = JOBS, stop: threading.Event | None = None,
 ) -> PushResult:
-    """Push the stored image ``source`` (ref or ID) as ``target`` (a registry reference)."""
+    """Push the stored image ``source`` (ref or ID) as ``target`` (a registry reference).
+
+    Setting ``stop`` makes the push end at the next chunk boundary with :class:`Interrupted`.
+    """
     if target.registry is None:
         raise GGUFPackError(f"{target} names no registry: write REGISTRY/NAME[:TAG], e.g. localhost:5000/{target}")
     record = store.resolve(source)
@@ -220,6 +236,8 @@ def push_image(
         raise GGUFPackError(f"{target} names digest {target.digest}, but {source} is {record.descriptor.digest}")
     with store.lease():
         pusher = Pusher(store, client, target.repository, progress, chunk_size, jobs)
+        if stop is not None:
+            pusher.stop = stop
         digest = pusher.push(record.descriptor, target.tag)
     shown = f"{target.name}:{target.tag}" if target.tag else f"{target.name}@{digest}"
     return PushResult(shown, digest, pusher.stats)

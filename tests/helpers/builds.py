@@ -126,11 +126,11 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cli(args: Sequence[str], home: Path, *, cwd: Path | None = None, timeout: float = 120,
-            **env: str) -> CliResult:
-    """``python -m ggufpack ARGS`` in a subprocess with ``GGUFPACK_HOME=home``."""
+            input_text: str | None = None, **env: str) -> CliResult:
+    """``python -m ggufpack ARGS`` in a subprocess with ``GGUFPACK_HOME=home`` (``input_text`` on stdin)."""
     proc = subprocess.run(
         [sys.executable, "-m", "ggufpack", *args], cwd=cwd, env=cli_env(home, **env), capture_output=True,
-        text=True, timeout=timeout,
+        text=True, timeout=timeout, input=input_text,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

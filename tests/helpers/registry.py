@@ -70,7 +70,9 @@ class LocalRegistry:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def _write_config(self) -> Path:
-        http: dict[str, object] = {"addr": self.host, "headers": {"X-Content-Type-Options": ["nosniff"]}}
+        # A fixed secret keeps upload sessions valid across a restart of the registry.
+        http: dict[str, object] = {"addr": self.host, "secret": "ggufpack-test-secret",
+                                   "headers": {"X-Content-Type-Options": ["nosniff"]}}
         if self.tls:
             cert, key = self.workdir / "cert.pem", self.workdir / "key.pem"
             subprocess.run(

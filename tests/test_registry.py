@@ -1,0 +1,315 @@
+"""Push, pull, login against a real registry (Debian's docker-registry on loopback), checked by skopeo.
+
+Three registries per module: plain HTTP, htpasswd basic auth over HTTP, and TLS with a self-signed
+certificate. Images are built by the real build engine; what we push is read back by ``skopeo``
+(an independent client) and by our own pull into a fresh store.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ggufpack.errors import GGUFPackError
+from ggufpack.refs import Reference, parse_reference
+from ggufpack.registry.auth import Credentials
+from ggufpack.registry.client import RegistryClient, RegistryError
+from ggufpack.registry.pull import pull_image
+from ggufpack.registry.push import push_image
+from ggufpack.registry.settings import RegistrySettings
+from ggufpack.store import Store
+from tests.helpers.builds import (
+    cli_env,
+    dangling,
+    do_build,
+    image_tree,
+    make_big_gguf,
+    open_store,
+    run_cli,
+    sample_context,
+    skopeo,
+    write_context,
+)
+from tests.helpers.cutproxy import BufferingProxy
+from tests.helpers.registry import LocalRegistry, registry_available
+
+pytestmark = pytest.mark.skipif(not registry_available(), reason="needs docker-registry, htpasswd and openssl")
+
+USER, PASSWORD = "alice", "correct horse"
+PLAIN = RegistrySettings(plain_http=True)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    with LocalRegistry(tmp_path_factory.mktemp("reg-plain")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory):
+    with LocalRegistry(tmp_path_factory.mktemp("reg-auth"), auth=(USER, PASSWORD)) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory):
+    with LocalRegistry(tmp_path_factory.mktemp("reg-tls"), auth=(USER, PASSWORD), tls=True) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A store holding ``sample:1``, a two-stage image with an 8 MiB GGUF; returns (home, digest)."""
+    root = tmp_path_factory.mktemp("built")
+    model = make_big_gguf(root / "m.gguf", 8)
+    store = open_store(root / "home")
+    result = do_build(store, sample_context(root / "ctx", model.read_bytes()))
+    return root / "home", result.descriptor.digest
+
+
+def client(reg: LocalRegistry, creds: Credentials | None = None, **settings: bool) -> RegistryClient:
+    return RegistryClient(reg.host, RegistrySettings(plain_http=not reg.tls, **settings), creds)
+
+
+def ref(reg: LocalRegistry, name: str) -> Reference:
+    return parse_reference(f"{reg.host}/{name}")
+
+
+def patch_count(reg: LocalRegistry, repository: str) -> int:
+    return sum(1 for line in reg.log_text().splitlines()
+               if '"PATCH /v2/' + repository + "/blobs/uploads/" in line and '" 202 ' in line)
+
+
+# --- round trips -----------------------------------------------------------------------------------
+
+
+def test_push_pull_round_trip_same_digest_and_files(registry, built, tmp_path: Path):
+    home, digest = built
+    store = Store(home)
+    pushed = push_image(store, "sample:1", ref(registry, "models/sample:1"), client(registry))
+    assert pushed.digest == digest
+    fresh = open_store(tmp_path / "fresh")
+    pulled = pull_image(fresh, ref(registry, "models/sample:1"), client(registry), platform="linux/amd64")
+    assert pulled.digest == digest and pulled.format == "image"
+    assert dangling(fresh) == []
+    src_manifest = store.read_json(digest)
+    assert image_tree(fresh, fresh.read_json(digest)) == image_tree(store, src_manifest)
+    # Pulled files are runnable in place: the GGUF under files/ is byte-identical to the built one.
+    assert set(fresh.resolve(f"{registry.host}/models/sample:1").files) == set(store.resolve("sample:1").files)
+
+
+def test_skopeo_reads_and_copies_what_we_push(registry, built, tmp_path: Path):
+    home, digest = built
+    push_image(Store(home), "sample:1", ref(registry, "skopeo/sample:1"), client(registry))
+    out = skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/skopeo/sample:1")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["Digest"] == digest
+    copy = skopeo("copy", "--preserve-digests", "--src-tls-verify=false", f"docker://{registry.host}/skopeo/sample:1",
+                  f"oci:{tmp_path / 'layout'}:copy")
+    assert copy.returncode == 0, copy.stderr
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == digest
+
+
+def test_second_push_sends_nothing_and_other_repo_mounts(registry, built):
+    home, digest = built
+    store = Store(home)
+    first = push_image(store, "sample:1", ref(registry, "mount/a:1"), client(registry))
+    n_blobs = first.stats.sent + first.stats.mounted + first.stats.skipped
+    assert first.stats.skipped == 0  # a new repository: every blob was sent or mounted
+    again = push_image(store, "sample:1", ref(registry, "mount/a:2"), client(registry))
+    assert again.stats.sent == again.stats.mounted == again.stats.bytes_sent == 0 and again.stats.skipped == n_blobs
+    other = push_image(store, "sample:1", ref(registry, "mount/b:1"), client(registry))
+    assert other.stats.sent == 0 and other.stats.bytes_sent == 0 and other.stats.mounted == n_blobs
+    assert other.digest == digest
+
+
+def test_same_digest_in_two_registries(registry, auth_registry, built):
+    home, digest = built
+    store = Store(home)
+    a = push_image(store, "sample:1", ref(registry, "two/sample:1"), client(registry))
+    b = push_image(store, "sample:1", ref(auth_registry, "two/sample:1"),
+                   client(auth_registry, Credentials(USER, PASSWORD)))
+    assert a.digest == b.digest == digest
+
+
+def test_pull_is_idempotent_and_reuses_blobs(registry, built, tmp_path: Path):
+    home, _ = built
+    push_image(Store(home), "sample:1", ref(registry, "idem/sample:1"), client(registry))
+    fresh = open_store(tmp_path / "fresh")
+    first = pull_image(fresh, ref(registry, "idem/sample:1"), client(registry), platform="linux/amd64")
+    again = pull_image(fresh, ref(registry, "idem/sample:1"), client(registry), platform="linux/amd64")
+    assert first.stats.fetched > 0 and again.stats.fetched == 0 and again.stats.present == first.stats.fetched
+
+
+def test_build_from_a_pulled_image(registry, built, tmp_path: Path):
+    home, _ = built
+    push_image(Store(home), "sample:1", ref(registry, "base/sample:1"), client(registry))
+    fresh = open_store(tmp_path / "fresh")
+    pull_image(fresh, ref(registry, "base/sample:1"), client(registry), platform="linux/amd64")
+    ctx = write_context(tmp_path / "ctx", f"FROM {registry.host}/base/sample:1\nCAT <<EOF /extra.txt\nmore\nEOF\n")
+    result = do_build(fresh, ctx, tags=("derived:1",))
+    assert result.stats.ops_run == 1
+    assert dangling(fresh) == []
+
+
+# --- auth and TLS --------------------------------------------------------------------------------
+
+
+def test_auth_registry_needs_credentials(auth_registry, built):
+    home, _ = built
+    with pytest.raises(RegistryError, match="requires a login"):
+        push_image(Store(home), "sample:1", ref(auth_registry, "auth/sample:1"), client(auth_registry))
+
+
+def test_wrong_password_is_a_clear_error_and_nothing_is_saved(auth_registry, tmp_path: Path):
+    home = tmp_path / "home"
+    docker = tmp_path / "docker"
+    env = {"DOCKER_CONFIG": str(docker)}
+    bad = run_cli(["login", auth_registry.host, "-u", USER, "--password-stdin", "--plain-http"], home, **env,
+                  input_text="wrong\n")
+    assert bad.code == 1
+    assert "authentication" in bad.err and "wrong username or password" in bad.err
+    assert "Traceback" not in bad.err and "wrong\n" not in bad.err
+    assert not (docker / "config.json").exists()
+
+
+def test_login_saves_0600_and_push_pull_use_it(auth_registry, built, tmp_path: Path):
+    home, digest = built
+    docker = tmp_path / "docker"
+    env = {"DOCKER_CONFIG": str(docker)}
+    ok = run_cli(["login", auth_registry.host, "-u", USER, "--password-stdin", "--plain-http"], tmp_path / "h",
+                 **env, input_text=PASSWORD + "\n")
+    assert ok.code == 0, ok.err
+    config = docker / "config.json"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert PASSWORD not in ok.out + ok.err
+    assert auth_registry.host in json.loads(config.read_text())["auths"]
+    pushed = run_cli(["push", "sample:1", f"{auth_registry.host}/login/sample:1", "--plain-http", "-q"], home, **env)
+    assert pushed.code == 0, pushed.err
+    assert pushed.out.strip() == digest
+    pulled = run_cli(["pull", f"{auth_registry.host}/login/sample:1", "--plain-http", "-q"], tmp_path / "h2", **env)
+    assert pulled.code == 0, pulled.err
+    out = run_cli(["logout", auth_registry.host], tmp_path / "h", **env)
+    assert out.code == 0 and auth_registry.host not in json.loads(config.read_text())["auths"]
+
+
+def test_tls_registry_with_self_signed_certificate(tls_registry, built, tmp_path: Path):
+    home, digest = built
+    creds = Credentials(USER, PASSWORD)
+    with pytest.raises(RegistryError, match=r"TLS error.*--insecure"):
+        client(tls_registry, creds).ping()
+    pushed = push_image(Store(home), "sample:1", ref(tls_registry, "tls/sample:1"),
+                        client(tls_registry, creds, insecure=True))
+    assert pushed.digest == digest
+    trusting = RegistryClient(tls_registry.host, RegistrySettings(ca_file=str(tls_registry.ca_cert)), creds)
+    fresh = open_store(tmp_path / "fresh")
+    assert pull_image(fresh, ref(tls_registry, "tls/sample:1"), trusting, platform="linux/amd64").digest == digest
+    out = skopeo("inspect", "--tls-verify=false", f"--creds={USER}:{PASSWORD}",
+                 f"docker://{tls_registry.host}/tls/sample:1")
+    assert out.returncode == 0 and json.loads(out.stdout)["Digest"] == digest
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+
+def test_registry_down_is_a_clear_error(tmp_path: Path, built):
+    home, _ = built
+    from tests.helpers.registry import free_port
+
+    started = time.monotonic()
+    out = run_cli(["push", "sample:1", f"127.0.0.1:{free_port()}/x/y:1", "--plain-http"], home)
+    assert out.code == 1 and "cannot reach registry" in out.err and "Traceback" not in out.err
+    assert time.monotonic() - started < 30  # no minute of silent retries
+
+
+def test_tampered_blob_is_refused_and_store_untouched(registry, built, tmp_path: Path):
+    home, _ = built
+    store = Store(home)
+    pushed = push_image(store, "sample:1", ref(registry, "tamper/sample:1"), client(registry))
+    manifest = store.read_json(pushed.digest)
+    biggest = max(manifest["layers"], key=lambda layer: layer["size"])
+    data = registry.blob_data_path(biggest["digest"])
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    try:
+        fresh = open_store(tmp_path / "fresh")
+        with pytest.raises(GGUFPackError, match="failed verification"):
+            pull_image(fresh, ref(registry, "tamper/sample:1"), client(registry), platform="linux/amd64")
+        # No ref, no bad blob, no partial download, no runnable file: what did land is only verified
+        # blobs (config, small layers), unreferenced until a good pull names them.
+        assert fresh.images() == []
+        assert not fresh.has_blob(biggest["digest"])
+        assert not list((fresh.root / "state" / "downloads").glob("*.partial"))
+        assert not [p for p in (fresh.root / "files").rglob("*") if p.is_file()]
+    finally:
+        raw[len(raw) // 2] ^= 0xFF
+        data.write_bytes(bytes(raw))
+
+
+CHUNK = 1_000_000  # --chunk-size 1M
+
+
+@pytest.fixture(scope="module")
+def big_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A store holding ``big:1`` (one 24 MiB GGUF layer); returns (home, total blob bytes)."""
+    root = tmp_path_factory.mktemp("big")
+    model = make_big_gguf(root / "m.gguf", 24)
+    packerfile = 'FROM scratch\nCOPY big.gguf /\nCMD ["-m", "/big.gguf"]\n'
+    result = do_build(open_store(root / "home"), write_context(root / "ctx", packerfile,
+                                                               {"big.gguf": model.read_bytes()}), tags=("big:1",))
+    manifest = result.image.manifest
+    return root / "home", manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
+
+
+def test_connection_cut_mid_upload_resumes_without_resending(registry, big_image):
+    """The connection dies in the middle of the 6th chunk; the next push sends only what the registry lacks."""
+    home, total = big_image
+    store = Store(home)
+    with BufferingProxy("127.0.0.1", registry.port, cut_after=5 * CHUNK + CHUNK // 2) as proxy:
+        target = parse_reference(f"{proxy.host}/cut/big:1")
+        via_proxy = RegistryClient(proxy.host, PLAIN, None)
+        with pytest.raises(RegistryError, match="cannot reach registry"):
+            push_image(store, "big:1", target, via_proxy, chunk_size=CHUNK, jobs=1)
+        assert proxy.cuts == 1
+        # One PATCH for the config blob (sent first), then 5 whole chunks of the GGUF layer.
+        assert patch_count(registry, "cut/big") == 1 + 5
+        again = push_image(store, "big:1", target, RegistryClient(proxy.host, PLAIN, None), chunk_size=CHUNK, jobs=1)
+    assert again.stats.resumed == 1 and again.stats.sent == 1 and again.stats.skipped == 1
+    # Not one byte the registry acknowledged before the cut is sent again.
+    big = max(layer["size"] for layer in store.read_json(again.digest)["layers"])
+    assert again.stats.bytes_sent == big - 5 * CHUNK
+    assert total > big
+    out = skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/cut/big:1")
+    assert out.returncode == 0 and json.loads(out.stdout)["Digest"] == again.digest
+
+
+def test_sigterm_stops_at_a_chunk_boundary_and_the_next_push_resumes(registry, big_image):
+    home, total = big_image
+    target = f"{registry.host}/term/big:1"
+    args = [sys.executable, "-m", "ggufpack", "push", "big:1", target, "--plain-http", "--chunk-size", "1M",
+            "--jobs", "1", "--progress", "plain"]
+    proc = subprocess.Popen(args, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while patch_count(registry, "term/big") < 5 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run it again to resume" in err and "Traceback" not in err
+    first = patch_count(registry, "term/big")
+    assert 5 <= first < 24
+    result = run_cli(["push", "big:1", target, "--plain-http", "--chunk-size", "1M", "--jobs", "1"], home)
+    assert result.code == 0, result.err
+    assert "1 resumed" in result.err
+    # The big layer needs ceil(size / 1M) PATCHes in all: none was sent twice.
+    big = max(layer["size"] for layer in Store(home).read_json(result.out.strip())["layers"])
+    assert patch_count(registry, "term/big") == -(-big // CHUNK) + (1 if total - big > 0 else 0)
+    assert skopeo("inspect", "--tls-verify=false", f"docker://{target}").returncode == 0
