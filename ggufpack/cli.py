@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, cli_backends, cli_convert, cli_quantize, cli_registry
-from .cli_common import add_progress_options, add_registry_options, progress_for, store_for
+from .cli_common import add_progress_options, add_registry_options, client_for, progress_for, store_for
 from .errors import GGUFPackError, UsageError
 from .packerfile import DEFAULT_FILENAME
 
 if TYPE_CHECKING:
+    from .progress import Progress
     from .store import Store
 
 
@@ -87,7 +88,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     result = build(
         args.context, file=path, tags=args.tag, build_args=parse_build_args(args.build_arg), target=args.target,
         labels=parse_labels(args.label), no_cache=args.no_cache, platform=args.platform, store=store,
-        progress=progress,
+        progress=progress, plain_http=args.plain_http, insecure=args.insecure,
     )
     for output in args.output:
         export_image(store, result.descriptor, output, ref=result.refs[0] if result.refs else None)
@@ -95,8 +96,24 @@ def cmd_build(args: argparse.Namespace) -> int:
     progress.log(f"built {result.image_id[:12]} ({stats.ops_run} op(s) run, {stats.ops_cached} cached)")
     for ref in result.refs:
         progress.log(f"tagged {ref}")
+    if args.push:
+        _push_tags(args, store, result.refs, progress)
     print(result.descriptor.digest)
     return 0
+
+
+def _push_tags(args: argparse.Namespace, store: Store, refs: Sequence[str], progress: Progress) -> None:
+    """``build --push``: every -t that names a registry goes there."""
+    from .refs import parse_reference
+    from .registry.push import push_image
+
+    targets = [parse_reference(ref) for ref in refs]
+    targets = [t for t in targets if t.registry is not None]
+    if not targets:
+        raise UsageError("--push needs a -t that names a registry (REGISTRY/NAME:TAG)")
+    for target in targets:
+        result = push_image(store, str(target), target, client_for(args, target.registry or ""), progress)
+        progress.log(f"pushed {result.reference}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -217,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-cache", action="store_true", help="run every op even when cached")
     build.add_argument("--output", action="append", default=[], metavar="type=oci,dest=DIR",
                        help="also export: type=oci,dest=DIR or type=oci-archive,dest=FILE")
+    build.add_argument("--push", action="store_true", help="push the -t tags that name a registry")
+    add_registry_options(build)
     add_progress_options(build, "print only the image digest")
     build.set_defaults(func=cmd_build)
 

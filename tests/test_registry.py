@@ -313,3 +313,43 @@ def test_sigterm_stops_at_a_chunk_boundary_and_the_next_push_resumes(registry, b
     big = max(layer["size"] for layer in Store(home).read_json(result.out.strip())["layers"])
     assert patch_count(registry, "term/big") == -(-big // CHUNK) + (1 if total - big > 0 else 0)
     assert skopeo("inspect", "--tls-verify=false", f"docker://{target}").returncode == 0
+
+
+# --- builds ---------------------------------------------------------------------------------------
+
+
+def test_build_pulls_registry_bases_and_pushes(registry, built, tmp_path: Path):
+    """FROM and COPY --from name registry images the store lacks: the build pulls them, then --push."""
+    home, _ = built
+    push_image(Store(home), "sample:1", ref(registry, "bases/sample:1"), client(registry))
+    base = f"{registry.host}/bases/sample:1"
+    packerfile = (
+        f"FROM {base}\n"
+        f"COPY --from={base} /prompts/system.txt /copied.txt\n"
+        "CAT <<EOF /extra.txt\nmore\nEOF\n"
+    )
+    ctx = write_context(tmp_path / "ctx", packerfile)
+    fresh = tmp_path / "fresh"
+    target = f"{registry.host}/derived/sample:2"
+    out = run_cli(["build", "-t", target, "--push", "--plain-http", "--progress", "plain", str(ctx)], fresh)
+    assert out.code == 0, out.err
+    digest = out.out.strip()
+    assert f"pushed {target}" in out.err
+    inspected = skopeo("inspect", "--tls-verify=false", f"docker://{target}")
+    assert inspected.returncode == 0 and json.loads(inspected.stdout)["Digest"] == digest
+    assert dangling(Store(fresh)) == []
+    # The base was pulled once and is now a store image of its own.
+    assert Store(fresh).resolve(base).descriptor.digest == Store(home).resolve("sample:1").descriptor.digest
+
+
+def test_remote_inspect_fetches_no_layers(registry, built, tmp_path: Path):
+    home, digest = built
+    push_image(Store(home), "sample:1", ref(registry, "remote/sample:1"), client(registry))
+    before = registry.log_text().count("GET /v2/remote/sample/blobs/")
+    out = run_cli(["inspect", f"{registry.host}/remote/sample:1", "--plain-http", "--format", "json"], tmp_path / "h")
+    assert out.code == 0, out.err
+    info = json.loads(out.out)
+    assert info["digest"] == digest and info["model"]["Architecture"] == "llama"
+    blob_gets = registry.log_text().count("GET /v2/remote/sample/blobs/") - before
+    assert blob_gets == 1  # the config, nothing else
+    assert Store(tmp_path / "h").images() == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +45,14 @@ def build(
     platform: str | None = None,
     store: Store | None = None,
     progress: Progress | None = None,
+    plain_http: bool = False,
+    insecure: bool = False,
 ) -> BuildResult:
-    """Build the image a Packerfile describes into the store, tagging it with ``tags``."""
+    """Build the image a Packerfile describes into the store, tagging it with ``tags``.
+
+    Registry images named by ``FROM`` or ``COPY --from`` are pulled when the store lacks them
+    (``plain_http``/``insecure`` as for ``pull``).
+    """
     context_dir = Path(context)
     if not context_dir.is_dir():
         raise UsageError(f"build context {context_dir} is not a directory")
@@ -54,8 +60,9 @@ def build(
     path = Path(file) if file is not None else context_dir / DEFAULT_FILENAME
     plan = plan_file(path, display_name=str(path), build_args=build_args, target=target, platform=platform)
     store = store or Store.open_default()
-    options = BuildOptions(no_cache=no_cache, progress=progress or Progress("quiet"),
-                           source_date_epoch=source_date_epoch())
+    progress = progress or Progress("quiet")
+    options = BuildOptions(no_cache=no_cache, progress=progress, source_date_epoch=source_date_epoch(),
+                           fetch_image=_puller(store, plan.platform, progress, plain_http, insecure))
     with store.lease():
         executor = Executor(store, plan, context_dir, options)
         state = executor.run()
@@ -66,6 +73,22 @@ def build(
     if not refs:
         options.progress.log("note: no -t given; the image is kept only until 'ggufpack prune'")
     return BuildResult(image.descriptor, image, refs, executor.stats, plan)
+
+
+def _puller(store: Store, platform: str, progress: Progress, plain_http: bool,
+            insecure: bool) -> Callable[[str], None]:
+    def pull(name: str) -> None:
+        from ..refs import parse_reference
+        from ..registry.client import RegistryClient
+        from ..registry.pull import pull_image
+        from ..registry.settings import settings_for
+
+        ref = parse_reference(name)
+        registry = ref.registry or ""
+        client = RegistryClient(registry, settings_for(registry, plain_http=plain_http, insecure=insecure))
+        pull_image(store, ref, client, platform=platform, progress=progress)
+
+    return pull
 
 
 __all__ = ["BuildResult", "GGUFPackError", "build"]

@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -73,6 +74,8 @@ class BuildOptions:
     no_cache: bool = False
     progress: Progress = field(default_factory=lambda: Progress("quiet"))
     source_date_epoch: int | None = None
+    #: pulls a registry image that ``FROM``/``COPY --from`` names and the store lacks
+    fetch_image: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -150,7 +153,8 @@ class Executor:
     def image(self, ref: str) -> BaseImage:
         with self._lock:
             if ref not in self._images:
-                self._images[ref] = load_image(self.store, self.cache, ref, self.plan.platform)
+                self._images[ref] = load_image(self.store, self.cache, ref, self.plan.platform,
+                                               fetch=self.options.fetch_image)
             return self._images[ref]
 
     def _base_state(self, stage: Stage) -> StageResult:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GGUFPackError, UsageError
 from ..oci import mediatypes as mt
 from ..oci.platform import select_platform
+from ..refs import parse_reference
 from ..store import Store
 from .cache import BuildCache, LayerResult
 from .snapshot import Snapshot
@@ -38,15 +40,23 @@ class BaseImage:
         return list(cmd) if cmd else None
 
 
-def load_image(store: Store, cache: BuildCache, name: str, platform: str) -> BaseImage:
-    """Open a stored image; its layers' contents must be known to the store (built or pulled here)."""
+def load_image(
+    store: Store, cache: BuildCache, name: str, platform: str, fetch: Callable[[str], None] | None = None,
+) -> BaseImage:
+    """Open a stored image; its layers' contents must be known to the store (built or pulled here).
+
+    A registry reference the store lacks is pulled first with ``fetch`` (when given).
+    """
     try:
         record = store.resolve(name)
     except UsageError:
-        raise GGUFPackError(
-            f"image {name} is not in the local store; build it here first (registry bases arrive with "
-            "'ggufpack pull')"
-        ) from None
+        if fetch is None or parse_reference(name).registry is None:
+            raise GGUFPackError(
+                f"image {name} is not in the local store; build it here first or name it with its registry "
+                "(REGISTRY/NAME:TAG) so that it is pulled"
+            ) from None
+        fetch(name)
+        record = store.resolve(name)
     digest = record.descriptor.digest
     manifest = store.read_json(digest)
     if manifest.get("mediaType") == mt.OCI_INDEX or "manifests" in manifest:
