@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, cli_backends, cli_convert, cli_quantize, cli_registry
+from . import __version__, cli_backends, cli_convert, cli_estimate, cli_quantize, cli_registry
 from .cli_common import add_progress_options, add_registry_options, client_for, progress_for, store_for
 from .errors import GGUFPackError, UsageError
 from .packerfile import DEFAULT_FILENAME
@@ -90,8 +90,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         labels=parse_labels(args.label), no_cache=args.no_cache, platform=args.platform, store=store,
         progress=progress, plain_http=args.plain_http, insecure=args.insecure,
     )
+    exported = result.descriptor
+    if args.format == "modelpack":
+        from .formats.modelpack import export_modelpack
+
+        exported = export_modelpack(store, result.descriptor.digest)
+        progress.log(f"ModelPack artifact {exported.digest}")
     for output in args.output:
-        export_image(store, result.descriptor, output, ref=result.refs[0] if result.refs else None)
+        export_image(store, exported, output, ref=result.refs[0] if result.refs else None)
     stats = result.stats
     progress.log(f"built {result.image_id[:12]} ({stats.ops_run} op(s) run, {stats.ops_cached} cached)")
     for ref in result.refs:
@@ -112,7 +118,8 @@ def _push_tags(args: argparse.Namespace, store: Store, refs: Sequence[str], prog
     if not targets:
         raise UsageError("--push needs a -t that names a registry (REGISTRY/NAME:TAG)")
     for target in targets:
-        result = push_image(store, str(target), target, client_for(args, target.registry or ""), progress)
+        result = push_image(store, str(target), target, client_for(args, target.registry or ""), progress,
+                            fmt=args.format)
         progress.log(f"pushed {result.reference}")
 
 
@@ -235,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--output", action="append", default=[], metavar="type=oci,dest=DIR",
                        help="also export: type=oci,dest=DIR or type=oci-archive,dest=FILE")
     build.add_argument("--push", action="store_true", help="push the -t tags that name a registry")
+    build.add_argument("--format", choices=["image", "modelpack"], default="image",
+                       help="what --push and --output send: the image, or its CNCF ModelPack artifact "
+                            "(the store keeps the image either way)")
     add_registry_options(build)
     add_progress_options(build, "print only the image digest")
     build.set_defaults(func=cmd_build)
@@ -262,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--cache", action="store_true", help="drop the build cache first")
     prune.set_defaults(func=cmd_prune)
 
-    for module in (cli_registry, cli_convert, cli_quantize, cli_backends):
+    for module in (cli_registry, cli_convert, cli_quantize, cli_backends, cli_estimate):
         module.register(sub)
     return parser
 

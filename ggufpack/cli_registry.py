@@ -59,7 +59,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with _stop_on_signal(stop):
         result = push_image(store, args.image, target, client_for(args, target.registry or ""), progress,
-                            chunk_size=chunk_size, jobs=args.jobs, stop=stop)
+                            chunk_size=chunk_size, jobs=args.jobs, stop=stop, fmt=args.format)
     s = result.stats
     progress.log(f"pushed {result.reference}: {s.sent} blob(s) sent ({s.resumed} resumed), "
                  f"{s.skipped} already there, {s.mounted} mounted")
@@ -144,6 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     push = sub.add_parser("push", help="push an image to a registry")
     push.add_argument("image", help="stored image (REF or ID); a registry REF when TARGET is omitted")
     push.add_argument("target", nargs="?", help="registry reference to push as (default: IMAGE)")
+    push.add_argument("--format", choices=["image", "modelpack"], default="image",
+                      help="push the image, or its CNCF ModelPack artifact (raw GGUF layers)")
     push.add_argument("--jobs", type=int, default=4, help="blobs sent at once (default: 4)")
     push.add_argument("--chunk-size", default="64M", metavar="SIZE",
                       help="bytes per upload request, what a resumed push may send twice (default: 64M)")

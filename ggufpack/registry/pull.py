@@ -172,7 +172,7 @@ def pull_image(store: Store, ref: Reference, client: RegistryClient, *, platform
             _store_image(store, manifest, parsed, ref_name)
             digest = manifest.digest
         else:
-            from ggufpack.registry.formats import import_artifact
+            from ggufpack.formats import import_artifact
 
-            digest = import_artifact(store, kind, manifest, parsed, ref_name, progress)
+            digest = import_artifact(store, kind, manifest.digest, parsed, ref_name, progress)
     return PullResult(ref_name, digest, kind, stats)

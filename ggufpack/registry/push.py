@@ -223,22 +223,29 @@ class Pusher:
 
 def push_image(
     store: Store, source: str, target: Reference, client: RegistryClient, progress: Progress = QUIET,
-    chunk_size: int = CHUNK_SIZE, jobs: int = JOBS, stop: threading.Event | None = None,
+    chunk_size: int = CHUNK_SIZE, jobs: int = JOBS, stop: threading.Event | None = None, fmt: str = "image",
 ) -> PushResult:
     """Push the stored image ``source`` (ref or ID) as ``target`` (a registry reference).
 
+    ``fmt="modelpack"`` pushes the image's CNCF ModelPack artifact instead (made in the store first).
     Setting ``stop`` makes the push end at the next chunk boundary with :class:`Interrupted`.
     """
     if target.registry is None:
         raise GGUFPackError(f"{target} names no registry: write REGISTRY/NAME[:TAG], e.g. localhost:5000/{target}")
-    record = store.resolve(source)
-    if target.digest and target.digest != record.descriptor.digest:
-        raise GGUFPackError(f"{target} names digest {target.digest}, but {source} is {record.descriptor.digest}")
     with store.lease():
+        descriptor = store.resolve(source).descriptor
+        if fmt == "modelpack":
+            from ggufpack.formats.modelpack import export_modelpack
+
+            descriptor = export_modelpack(store, source)
+        elif fmt != "image":
+            raise GGUFPackError(f"unknown push format {fmt!r}: image or modelpack")
+        if target.digest and target.digest != descriptor.digest:
+            raise GGUFPackError(f"{target} names digest {target.digest}, but {source} is {descriptor.digest}")
         pusher = Pusher(store, client, target.repository, progress, chunk_size, jobs)
         if stop is not None:
             pusher.stop = stop
-        digest = pusher.push(record.descriptor, target.tag)
+        digest = pusher.push(descriptor, target.tag)
     shown = f"{target.name}:{target.tag}" if target.tag else f"{target.name}@{digest}"
     return PushResult(shown, digest, pusher.stats)
 

@@ -201,6 +201,28 @@ class Store:
             writer.abort()
         return digest
 
+    def blob_from_file(self, digest: str) -> None:
+        """Make a runnable file also a blob (a ModelPack raw layer is the file itself): a hard link
+        where the filesystem allows, else a copy that shares extents where it can."""
+        if self.has_blob(digest):
+            return
+        source = self.layout.file(digest)
+        try:
+            os.link(source, self.layout.blob(digest))
+            fsync_dir(self.layout.blobs)
+            return
+        except FileExistsError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV, errno.ENOTSUP):
+                raise
+        writer = IngestWriter(self.layout.ingest, self.layout.blobs)
+        try:
+            writer.write_from_file(source)
+            writer.commit(digest)
+        finally:
+            writer.abort()
+
     def _link_blob(self, digest: str) -> bool:
         target = self.layout.file(digest)
         if target.exists():

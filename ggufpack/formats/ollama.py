@@ -1,0 +1,91 @@
+"""Ollama-style manifests (layers ``application/vnd.ollama.image.*``) → store images.
+
+An Ollama model is a Docker v2 manifest whose layers are the Modelfile's parts: ``model`` (GGUF),
+``projector``, ``adapter``, ``template`` (a Go template, which llama.cpp cannot run: kept as a file,
+the GGUF's own Jinja template is what llama-server uses), ``system`` (the system prompt), ``params``
+(JSON sampling options), ``license`` and ``messages``.
+
+The image: files under ``/models`` (and ``/licenses``), and a CMD that loads the model with its
+projector and adapters, passes the system prompt as ``--system-prompt-file``, and maps the params
+llama-server has flags for (``num_ctx`` → ``-c``, ``temperature`` → ``--temp``...). Params without an
+equivalent are reported and left out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ggufpack.errors import GGUFPackError
+from ggufpack.formats.synthesize import ImageFile, synthesize_image
+from ggufpack.oci import mediatypes as mt
+from ggufpack.progress import Progress
+from ggufpack.store import Store
+
+#: Ollama params → llama-server flags
+PARAM_FLAGS = {
+    "num_ctx": "-c", "num_batch": "-b", "num_predict": "-n", "temperature": "--temp", "top_k": "--top-k",
+    "top_p": "--top-p", "min_p": "--min-p", "typical_p": "--typical", "repeat_penalty": "--repeat-penalty",
+    "repeat_last_n": "--repeat-last-n", "presence_penalty": "--presence-penalty",
+    "frequency_penalty": "--frequency-penalty", "seed": "--seed", "mirostat": "--mirostat",
+    "mirostat_tau": "--mirostat-ent", "mirostat_eta": "--mirostat-lr", "num_gpu": "-ngl",
+}
+_FILES = {
+    mt.OLLAMA_MODEL: "/models/model.gguf", mt.OLLAMA_PROJECTOR: "/models/projector.gguf",
+    mt.OLLAMA_TEMPLATE: "/models/template.gotmpl", mt.OLLAMA_SYSTEM: "/models/system.txt",
+    mt.OLLAMA_LICENSE: "/licenses/LICENSE", mt.OLLAMA_MESSAGES: "/models/messages.json",
+}
+
+
+def params_flags(params: dict[str, Any], progress: Progress) -> list[str]:
+    """llama-server arguments for the Ollama params that have one, in a fixed order."""
+    args: list[str] = []
+    for key in sorted(params):
+        flag = PARAM_FLAGS.get(key)
+        value = params[key]
+        if flag is None or isinstance(value, (list, dict)):
+            progress.log(f"  Ollama parameter {key}={json.dumps(value)} has no llama-server flag; left out")
+            continue
+        args += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
+    return args
+
+
+def import_ollama(store: Store, manifest_digest: str, manifest: dict[str, Any], ref_name: str,
+                  progress: Progress) -> str:
+    """A pulled Ollama model (blobs in the store) → a store image named ``ref_name``."""
+    files: list[ImageFile] = []
+    adapters: list[str] = []
+    params: dict[str, Any] = {}
+    present: dict[str, str] = {}
+    for layer in manifest.get("layers") or []:
+        media_type = layer.get("mediaType", "")
+        if media_type == mt.OLLAMA_ADAPTER:
+            path = f"/models/adapter-{len(adapters)}.gguf"
+            adapters.append(path)
+        elif media_type == mt.OLLAMA_PARAMS:
+            try:
+                params = json.loads(store.read_blob(layer["digest"]))
+            except ValueError:
+                raise GGUFPackError(f"{ref_name}: the Ollama params layer is not JSON") from None
+            continue
+        elif media_type in _FILES:
+            if media_type in present:
+                raise GGUFPackError(f"{ref_name}: two {media_type} layers")
+            path = _FILES[media_type]
+        else:
+            progress.log(f"  skipping a layer of type {media_type}")
+            continue
+        present[media_type] = path
+        files.append(ImageFile(path, layer["digest"]))
+    if mt.OLLAMA_MODEL not in present:
+        raise GGUFPackError(f"{ref_name}: the Ollama manifest holds no model layer")
+    cmd = ["-m", present[mt.OLLAMA_MODEL]]
+    if mt.OLLAMA_PROJECTOR in present:
+        cmd += ["--mmproj", present[mt.OLLAMA_PROJECTOR]]
+    for adapter in adapters:
+        cmd += ["--lora", adapter]
+    if mt.OLLAMA_SYSTEM in present:
+        cmd += ["--system-prompt-file", present[mt.OLLAMA_SYSTEM]]
+    cmd += params_flags(params, progress)
+    labels = {"io.ggufpack.imported.format": "ollama", "io.ggufpack.imported.digest": manifest_digest}
+    return synthesize_image(store, files, cmd, labels, ref_name, progress)

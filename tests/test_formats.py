@@ -1,0 +1,219 @@
+"""Other model artifact formats through a real registry: ModelPack out and in, Docker Model Runner and
+Ollama in.
+
+The Docker and Ollama artifacts are assembled here with their real media types and pushed over raw
+HTTP (the distribution API, by :class:`RegistryClient`'s low-level calls), as those tools publish
+them; ``pull`` must recognise each and turn it into a store image with our config fields and labels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ggufpack.gguf_info import read_header_file
+from ggufpack.images import inspect_image
+from ggufpack.oci import mediatypes as mt
+from ggufpack.oci.descriptor import canonical_json, sha256_digest
+from ggufpack.refs import parse_reference
+from ggufpack.registry.client import RegistryClient
+from ggufpack.registry.pull import pull_image
+from ggufpack.registry.push import push_image
+from ggufpack.registry.settings import RegistrySettings
+from ggufpack.store import Store
+from tests.helpers.builds import dangling, do_build, open_store, run_cli, sample_context, skopeo, tiny_gguf_bytes
+from tests.helpers.registry import LocalRegistry, registry_available
+
+pytestmark = pytest.mark.skipif(not registry_available(), reason="needs docker-registry, htpasswd and openssl")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    with LocalRegistry(tmp_path_factory.mktemp("reg")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def gguf_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return tiny_gguf_bytes(tmp_path_factory.mktemp("gguf"), extra_kv={"general.name": "Tiny Test"})
+
+
+def client(reg: LocalRegistry) -> RegistryClient:
+    return RegistryClient(reg.host, RegistrySettings(plain_http=True), None)
+
+
+def push_raw(reg: LocalRegistry, repository: str, tag: str, blobs: list[bytes], manifest: dict[str, Any],
+             media_type: str) -> str:
+    """Upload blobs and a manifest with plain distribution API calls (no ggufpack push logic)."""
+    c = client(reg)
+    for data in blobs:
+        location = c.start_upload(repository)
+        location = c.upload_chunk(location, lambda data=data: data, 0, len(data))
+        c.finish_upload(location, sha256_digest(data))
+    body = canonical_json(manifest)
+    c.put_manifest(repository, tag, body, media_type)
+    return sha256_digest(body)
+
+
+def desc(data: bytes, media_type: str, **annotations: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
+    if annotations:
+        out["annotations"] = annotations
+    return out
+
+
+def cmd_of(store: Store, ref: str) -> list[str]:
+    info = inspect_image(store, store.resolve(ref))
+    return list(info["cmd"])
+
+
+# --- ModelPack -------------------------------------------------------------------------------------
+
+
+def test_modelpack_push_is_a_cncf_artifact_with_raw_gguf_layers(registry, gguf_bytes, tmp_path: Path):
+    store = open_store(tmp_path / "home")
+    built = do_build(store, sample_context(tmp_path / "ctx", gguf_bytes))
+    pushed = push_image(store, "sample:1", parse_reference(f"{registry.host}/mp/sample:1"), client(registry),
+                        fmt="modelpack")
+    assert pushed.digest != built.descriptor.digest
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/mp/sample:1")
+    assert raw.returncode == 0, raw.stderr
+    manifest = json.loads(raw.stdout)
+    assert manifest["artifactType"] == mt.MODELPACK_ARTIFACT
+    assert manifest["config"]["mediaType"] == mt.MODELPACK_CONFIG
+    weights = [layer for layer in manifest["layers"] if layer["mediaType"] == mt.MODELPACK_WEIGHT_RAW]
+    assert len(weights) == 1 and weights[0]["annotations"]["org.cncf.model.filepath"] == "models/tiny.gguf"
+    # The raw layer is the GGUF file itself: same digest as the runnable file in the store.
+    assert weights[0]["digest"] == sha256_digest(gguf_bytes)
+    assert registry.blob_data_path(weights[0]["digest"]).read_bytes() == gguf_bytes
+    others = {layer["annotations"]["org.cncf.model.filepath"]: layer["mediaType"] for layer in manifest["layers"]}
+    assert others["docs/README.md"] == mt.MODELPACK_DOC_RAW
+    assert others["prompts/system.txt"] == mt.MODELPACK_WEIGHT_CONFIG_RAW
+    config = json.loads(store.read_blob(manifest["config"]["digest"]))
+    assert config["config"]["format"] == "gguf" and config["modelfs"]["type"] == "layers"
+    assert config["modelfs"]["diffIds"] == [layer["digest"] for layer in manifest["layers"]]
+    assert config["descriptor"]["name"] == "Tiny Test"
+
+
+def test_modelpack_round_trip_imports_to_a_runnable_image(registry, gguf_bytes, tmp_path: Path):
+    store = open_store(tmp_path / "home")
+    do_build(store, sample_context(tmp_path / "ctx", gguf_bytes))
+    original = inspect_image(store, store.resolve("sample:1"))
+    push_image(store, "sample:1", parse_reference(f"{registry.host}/mp/round:1"), client(registry), fmt="modelpack")
+    fresh = open_store(tmp_path / "fresh")
+    result = pull_image(fresh, parse_reference(f"{registry.host}/mp/round:1"), client(registry),
+                        platform="linux/amd64")
+    assert result.format == "modelpack"
+    info = inspect_image(fresh, fresh.resolve(f"{registry.host}/mp/round:1"))
+    assert info["cmd"] == original["cmd"]
+    assert info["model"] == original["model"]
+    assert info["labels"]["gguf.model.name"] == "Tiny Test"
+    assert info["labels"]["io.ggufpack.imported.format"] == "modelpack"
+    assert dangling(fresh) == []
+    # The model file the image runs is byte-identical to the one pushed.
+    files = {fresh.file_path(d).read_bytes()[:4] for d in fresh.resolve(f"{registry.host}/mp/round:1").files}
+    assert b"GGUF" in files
+
+
+def test_build_push_format_modelpack_via_cli(registry, gguf_bytes, tmp_path: Path):
+    ctx = sample_context(tmp_path / "ctx", gguf_bytes)
+    target = f"{registry.host}/mp/cli:1"
+    out = run_cli(["build", "-t", target, "--push", "--format", "modelpack", "--plain-http", str(ctx)],
+                  tmp_path / "home")
+    assert out.code == 0, out.err
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{target}")
+    assert json.loads(raw.stdout)["artifactType"] == mt.MODELPACK_ARTIFACT
+    # The store keeps the image itself under the tag.
+    assert Store(tmp_path / "home").resolve(target).descriptor.digest == out.out.strip()
+
+
+# --- Docker Model Runner ---------------------------------------------------------------------------
+
+
+def test_docker_model_runner_artifact_imports(registry, gguf_bytes, tmp_path: Path):
+    template = b"{% for m in messages %}{{ m.content }}{% endfor %}"
+    license_text = b"Apache-2.0\n"
+    config = canonical_json({
+        "config": {"format": "gguf", "quantization": "F16", "parameters": "1.2 M", "architecture": "llama",
+                   "size": str(len(gguf_bytes)), "context_size": 2048},
+        "descriptor": {"created": "2025-01-01T00:00:00Z"},
+        "rootfs": {"type": "rootfs", "diff_ids": [sha256_digest(gguf_bytes)]},
+    })
+    manifest = {
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": desc(config, mt.DOCKER_AI_CONFIG),
+        "layers": [desc(gguf_bytes, mt.DOCKER_AI_GGUF, **{"org.opencontainers.image.title": "tiny.gguf"}),
+                   desc(template, mt.DOCKER_AI_CHAT_TEMPLATE), desc(license_text, mt.DOCKER_AI_LICENSE)],
+    }
+    digest = push_raw(registry, "ai/tiny", "F16", [config, gguf_bytes, template, license_text], manifest,
+                      mt.OCI_MANIFEST)
+    out = run_cli(["pull", f"{registry.host}/ai/tiny:F16", "--plain-http"], tmp_path / "home")
+    assert out.code == 0, out.err
+    assert "imported from a docker-ai artifact" in out.err
+    store = Store(tmp_path / "home")
+    ref = f"{registry.host}/ai/tiny:F16"
+    assert cmd_of(store, ref) == ["-m", "/models/tiny.gguf", "--chat-template-file", "/models/template.jinja",
+                                  "-c", "2048"]
+    info = inspect_image(store, store.resolve(ref))
+    assert info["model"]["Architecture"] == "llama"
+    assert info["labels"]["io.ggufpack.imported.digest"] == digest
+    assert info["labels"]["gguf.model.name"] == "Tiny Test"
+    assert dangling(store) == []
+
+
+# --- Ollama --------------------------------------------------------------------------------------
+
+
+def test_ollama_manifest_imports_with_system_prompt_and_params(registry, gguf_bytes, tmp_path: Path):
+    system = b"You are a pirate."
+    params = canonical_json({"num_ctx": 4096, "temperature": 0.2, "stop": ["<|end|>"]})
+    template = b"{{ .System }} {{ .Prompt }}"
+    config = canonical_json({"model_format": "gguf", "model_family": "llama", "file_type": "F16",
+                             "rootfs": {"type": "layers", "diff_ids": []}})
+    manifest = {
+        "schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
+        "config": desc(config, mt.DOCKER_CONFIG),
+        "layers": [desc(gguf_bytes, mt.OLLAMA_MODEL), desc(template, mt.OLLAMA_TEMPLATE),
+                   desc(system, mt.OLLAMA_SYSTEM), desc(params, mt.OLLAMA_PARAMS)],
+    }
+    push_raw(registry, "library/tiny", "latest", [config, gguf_bytes, template, system, params], manifest,
+             mt.DOCKER_MANIFEST)
+    fresh = open_store(tmp_path / "home")
+    result = pull_image(fresh, parse_reference(f"{registry.host}/library/tiny:latest"), client(registry),
+                        platform="linux/amd64")
+    assert result.format == "ollama"
+    ref = f"{registry.host}/library/tiny:latest"
+    assert cmd_of(fresh, ref) == ["-m", "/models/model.gguf", "--system-prompt-file", "/models/system.txt",
+                                  "-c", "4096", "--temp", "0.2"]
+    record = fresh.resolve(ref)
+    by_content = {fresh.file_path(d).read_bytes() for d in record.files}
+    assert system in by_content and gguf_bytes in by_content
+    model = next(d for d in record.files if fresh.file_path(d).read_bytes() == gguf_bytes)
+    assert read_header_file(fresh.file_path(model)).metadata["general.name"] == "Tiny Test"
+    assert dangling(fresh) == []
+
+
+def test_index_is_resolved_by_platform_not_first_entry(registry, gguf_bytes, tmp_path: Path):
+    """An index listing arm64 first: a linux/amd64 pull takes the amd64 manifest."""
+    store = open_store(tmp_path / "home")
+    built = do_build(store, sample_context(tmp_path / "ctx", gguf_bytes))
+    push_image(store, "sample:1", parse_reference(f"{registry.host}/multi/sample:amd64"), client(registry))
+    decoy = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": desc(b"{}", mt.OCI_CONFIG), "layers": []}
+    decoy_digest = push_raw(registry, "multi/sample", "decoy", [b"{}"], decoy, mt.OCI_MANIFEST)
+    index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": decoy_digest, "size": len(canonical_json(decoy)),
+         "platform": {"os": "linux", "architecture": "arm64"}},
+        {"mediaType": mt.OCI_MANIFEST, "digest": built.descriptor.digest, "size": built.descriptor.size,
+         "platform": {"os": "linux", "architecture": "amd64"}},
+    ]}
+    c = client(registry)
+    c.put_manifest("multi/sample", "both", canonical_json(index), mt.OCI_INDEX)
+    fresh = open_store(tmp_path / "fresh")
+    pulled = pull_image(fresh, parse_reference(f"{registry.host}/multi/sample:both"), c, platform="linux/amd64")
+    assert pulled.digest == built.descriptor.digest
+    out = run_cli(["pull", f"{registry.host}/multi/sample:both", "--plain-http", "--platform", "linux/s390x"],
+                  tmp_path / "h2")
+    assert out.code == 1 and "no manifest for platform linux/s390x" in out.err and "linux/amd64" in out.err
