@@ -18,7 +18,7 @@ from typing import BinaryIO
 from ..errors import GGUFPackError
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
-from ..oci.extract import iter_layer_members
+from ..oci.extract import LayerMember, iter_layer_members
 from ..store import Store
 from ..store.ingest import IngestWriter
 from .cache import BuildCache, LayerResult
@@ -63,40 +63,52 @@ def index_layer(store: Store, cache: BuildCache, descriptor: Descriptor, diff_id
     if descriptor.media_type not in mt.PLAIN_LAYER_TYPES | mt.GZIP_LAYER_TYPES:
         raise GGUFPackError(f"layer {descriptor.digest[:19]} has media type {descriptor.media_type}, not a tar layer")
     plain = descriptor.media_type in mt.PLAIN_LAYER_TYPES
-    diff: Diff = {}
-    with store.blob_path(descriptor.digest).open("rb") as blob:
-        stream = _HashingReader(_decompressed(blob, plain))
-        for member, content in iter_layer_members(stream, mt.OCI_LAYER_TAR):  # type: ignore[arg-type]
-            if member.kind in ("whiteout", "opaque"):
-                raise GGUFPackError(
-                    f"layer {descriptor.digest[:19]} deletes /{member.path}: ggufpack only uses images whose "
-                    "layers add files"
-                )
-            if member.kind == "hardlink":
-                raise GGUFPackError(f"layer {descriptor.digest[:19]} holds a hard link (/{member.path}): not supported")
-            node = FileNode(member.kind, member.mode & 0o7777, member.uid, member.gid, linkname=member.linkname)
-            if member.kind == "file":
-                assert content is not None
-                if plain and member.data_offset is not None:
-                    digest = store.file_from_blob(descriptor.digest, member.data_offset, member.size)
-                else:
-                    digest = _copy_to_files(store, content)
-                node = FileNode("file", member.mode & 0o7777, member.uid, member.gid, digest, member.size)
-            diff[member.path] = node
-        stream.drain()
-    actual = "sha256:" + stream.hash.hexdigest()
-    if actual != diff_id:
+    if plain and descriptor.digest != diff_id:  # an uncompressed layer is its own diff
         raise GGUFPackError(
-            f"layer {descriptor.digest[:19]} unpacks to {actual[:19]}, but the image config says {diff_id[:19]}"
+            f"layer {descriptor.digest[:19]} is uncompressed but the image config gives it diff_id {diff_id[:19]}"
         )
+    diff: Diff = {}
+    blob_path = store.blob_path(descriptor.digest)
+    with blob_path.open("rb") as blob:
+        if plain:  # verified on download: read the headers only, files become byte ranges of the blob
+            members = iter_layer_members(blob, mt.OCI_LAYER_TAR, random_access=True)
+            stream = None
+        else:
+            stream = _HashingReader(_decompressed(blob))
+            members = iter_layer_members(stream, mt.OCI_LAYER_TAR)  # type: ignore[arg-type]
+        for member, content in members:
+            diff[member.path] = _node(store, descriptor, member, content, plain)
+        if stream is not None:
+            stream.drain()
+            actual = "sha256:" + stream.hash.hexdigest()
+            if actual != diff_id:
+                raise GGUFPackError(
+                    f"layer {descriptor.digest[:19]} unpacks to {actual[:19]}, but the image config says {diff_id[:19]}"
+                )
     result = LayerResult(descriptor, diff_id, diff)
     cache.record_layer(result)
     return result
 
 
-def _decompressed(blob: BinaryIO, plain: bool) -> BinaryIO:
-    if plain:
-        return blob
+def _decompressed(blob: BinaryIO) -> BinaryIO:
     import gzip
 
     return gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[return-value]
+
+
+def _node(store: Store, layer: Descriptor, member: LayerMember, content: BinaryIO | None, plain: bool) -> FileNode:
+    """The snapshot node of one member; a file's bytes go to the store's runnable files."""
+    where = f"layer {layer.digest[:19]}"
+    if member.kind in ("whiteout", "opaque"):
+        raise GGUFPackError(f"{where} deletes /{member.path}: ggufpack only uses images whose layers add files")
+    if member.kind == "hardlink":
+        raise GGUFPackError(f"{where} holds a hard link (/{member.path}): not supported")
+    mode = member.mode & 0o7777
+    if member.kind != "file":
+        return FileNode(member.kind, mode, member.uid, member.gid, linkname=member.linkname)
+    if plain and member.data_offset is not None:
+        digest = store.file_from_blob(layer.digest, member.data_offset, member.size)
+    else:
+        assert content is not None
+        digest = _copy_to_files(store, content)
+    return FileNode("file", mode, member.uid, member.gid, digest, member.size)

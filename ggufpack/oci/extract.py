@@ -51,13 +51,18 @@ class LayerMember:
     data_offset: int | None = None  # where a file's bytes start in an uncompressed tar blob
 
 
-def iter_layer_members(blob: BinaryIO | Path, media_type: str) -> Iterator[tuple[LayerMember, BinaryIO | None]]:
+def iter_layer_members(
+    blob: BinaryIO | Path, media_type: str, *, random_access: bool = False,
+) -> Iterator[tuple[LayerMember, BinaryIO | None]]:
     """Yield each member with a reader of its content (files only), valid until the next member.
 
     A file's ``data_offset`` is only meaningful for uncompressed layers: with gzip it is an offset
-    into the decompressed stream.
+    into the decompressed stream. ``random_access`` (uncompressed layers in a seekable file) reads
+    only the headers, seeking over the data, so indexing a 10 GB layer reads a few KiB.
     """
     mode = _tar_mode(media_type)
+    if random_access and mode == "r|":
+        mode = "r:"  # an uncompressed tar in a seekable file: headers are read, file data skipped by seeking
     with ExitStack() as stack:
         fileobj = stack.enter_context(open(blob, "rb")) if isinstance(blob, Path) else blob
         try:
