@@ -38,6 +38,7 @@ from tests.helpers.builds import (
 )
 from tests.helpers.cutproxy import BufferingProxy
 from tests.helpers.registry import LocalRegistry, registry_available
+from tests.helpers.tokenserver import TokenServer
 
 pytestmark = pytest.mark.skipif(not registry_available(), reason="needs docker-registry, htpasswd and openssl")
 
@@ -353,3 +354,23 @@ def test_remote_inspect_fetches_no_layers(registry, built, tmp_path: Path):
     blob_gets = registry.log_text().count("GET /v2/remote/sample/blobs/") - before
     assert blob_gets == 1  # the config, nothing else
     assert Store(tmp_path / "h").images() == []
+
+
+def test_bearer_token_flow(built, tmp_path: Path):
+    """Docker Hub-style auth: a token server issues scoped JWTs; wrong passwords get no token."""
+    home, digest = built
+    with TokenServer(tmp_path / "tokens", USER, PASSWORD) as tokens, \
+            LocalRegistry(tmp_path / "reg", token_auth=tokens.registry_auth_config()) as reg:
+        with pytest.raises(RegistryError, match="wrong username or password"):
+            client(reg, Credentials(USER, "nope")).ping()
+        good = client(reg, Credentials(USER, PASSWORD))
+        pushed = push_image(Store(home), "sample:1", ref(reg, "team/sample:1"), good)
+        assert pushed.digest == digest
+        assert any("repository:team/sample:" in r["scope"] and "push" in r["scope"] for r in tokens.requests)
+        fresh = open_store(tmp_path / "fresh")
+        pulled = pull_image(fresh, ref(reg, "team/sample:1"), client(reg, Credentials(USER, PASSWORD)),
+                            platform="linux/amd64")
+        assert pulled.digest == digest
+        # A second repository: a new scope, so a new token; the mount needs pull on the source too.
+        mounted = push_image(Store(home), "sample:1", ref(reg, "other/sample:1"), good)
+        assert mounted.stats.sent == 0 and mounted.stats.mounted > 0

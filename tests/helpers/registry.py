@@ -42,10 +42,14 @@ def free_port() -> int:
 class LocalRegistry:
     """One registry process; a context manager that starts it, waits until it answers, and stops it."""
 
-    def __init__(self, workdir: Path, *, auth: tuple[str, str] | None = None, tls: bool = False) -> None:
+    def __init__(self, workdir: Path, *, auth: tuple[str, str] | None = None, tls: bool = False,
+                 token_auth: dict[str, object] | None = None) -> None:
+        """``auth``: htpasswd basic auth; ``token_auth``: a bearer-token ``auth`` section (see
+        :class:`tests.helpers.tokenserver.TokenServer`)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.auth = auth
+        self.token_auth = token_auth
         self.tls = tls
         self.port = free_port()
         self.storage = self.workdir / "storage"
@@ -94,6 +98,8 @@ class LocalRegistry:
             out = subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True)
             htpasswd.write_text(out.stdout, encoding="utf-8")
             config["auth"] = {"htpasswd": {"realm": "ggufpack-test", "path": str(htpasswd)}}
+        elif self.token_auth:
+            config["auth"] = self.token_auth
         path = self.workdir / "config.yml"
         path.write_text(json.dumps(config, indent=2), encoding="utf-8")  # JSON is YAML
         return path
