@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, cli_backends, cli_convert, cli_estimate, cli_quantize, cli_registry
+from . import __version__, cli_backends, cli_convert, cli_estimate, cli_quantize, cli_registry, cli_run
 from .cli_common import add_progress_options, add_registry_options, client_for, progress_for, store_for
 from .errors import GGUFPackError, UsageError
 from .packerfile import DEFAULT_FILENAME
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--cache", action="store_true", help="drop the build cache first")
     prune.set_defaults(func=cmd_prune)
 
-    for module in (cli_registry, cli_convert, cli_quantize, cli_backends, cli_estimate):
+    for module in (cli_registry, cli_convert, cli_quantize, cli_backends, cli_estimate, cli_run):
         module.register(sub)
     return parser
 
