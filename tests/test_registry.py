@@ -374,3 +374,27 @@ def test_bearer_token_flow(built, tmp_path: Path):
         # A second repository: a new scope, so a new token; the mount needs pull on the source too.
         mounted = push_image(Store(home), "sample:1", ref(reg, "other/sample:1"), good)
         assert mounted.stats.sent == 0 and mounted.stats.mounted > 0
+
+
+def test_cut_download_resumes_with_a_range_request(registry, big_image, tmp_path: Path):
+    home, total = big_image
+    store = Store(home)
+    pushed = push_image(store, "big:1", ref(registry, "dl/big:1"), client(registry))
+    big = max(layer["size"] for layer in store.read_json(pushed.digest)["layers"])
+    cut = 7 * CHUNK + 123
+    fresh = open_store(tmp_path / "fresh")
+    with BufferingProxy("127.0.0.1", registry.port, cut_response_after=cut) as proxy:
+        source = parse_reference(f"{proxy.host}/dl/big:1")
+        with pytest.raises(GGUFPackError, match="run the pull again to resume"):
+            pull_image(fresh, source, RegistryClient(proxy.host, PLAIN, None), platform="linux/amd64", jobs=1)
+        assert proxy.cuts == 1 and fresh.images() == []
+        again = pull_image(fresh, source, RegistryClient(proxy.host, PLAIN, None), platform="linux/amd64", jobs=1)
+        (asked,) = proxy.ranges
+    # The read in flight when the connection died is lost (at most one 256 KiB read), no more.
+    start = int(asked.removeprefix("bytes=").removesuffix("-"))
+    assert cut - 256 * 1024 <= start <= cut
+    assert again.digest == pushed.digest
+    # The config came whole the first time; only the rest of the big layer came the second time.
+    assert again.stats.bytes_fetched == big - start and again.stats.present == 1
+    assert dangling(fresh) == []
+    assert total > big

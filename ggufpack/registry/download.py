@@ -21,7 +21,8 @@ from ggufpack.registry.client import RegistryClient
 from ggufpack.store import Store
 from ggufpack.store.locking import locked
 
-_CHUNK = 1024 * 1024
+#: bytes per read from the socket; a cut connection loses at most the read in progress
+_CHUNK = 256 * 1024
 _HASH_BLOCK = 8 * 1024 * 1024
 
 
@@ -44,22 +45,26 @@ def _hash_prefix(path: Path, size: int) -> hashlib._Hash:
     return h
 
 
-def fetch_blob(store: Store, client: RegistryClient, repository: str, blob: Descriptor, bar: Bar) -> bool:
-    """Make sure ``blob`` is in the store, downloading what is missing; True if bytes were fetched."""
+def fetch_blob(store: Store, client: RegistryClient, repository: str, blob: Descriptor, bar: Bar) -> int | None:
+    """Make sure ``blob`` is in the store, downloading what is missing.
+
+    Returns the bytes received from the registry (less than the blob's size for a resumed download),
+    or None when the store already had the blob.
+    """
     if not blob.digest.startswith("sha256:"):
         raise GGUFPackError(f"blob {blob.digest}: only sha256 digests are supported")
     if store.has_blob(blob.digest):
         bar.update(blob.size)
-        return False
+        return None
     partial = _partial_path(store, blob.digest)
     with locked(partial.with_suffix(".lock")):  # two pulls of one blob: the second waits, then finds it
         if store.has_blob(blob.digest):
             bar.update(blob.size)
-            return False
+            return None
         offset = partial.stat().st_size if partial.exists() else 0
         if offset > blob.size:
             offset = 0
-        digest = _download(client, repository, blob, partial, offset, bar)
+        digest, received = _download(client, repository, blob, partial, offset, bar)
         if digest != blob.digest:
             partial.unlink(missing_ok=True)
             raise GGUFPackError(
@@ -67,11 +72,12 @@ def fetch_blob(store: Store, client: RegistryClient, repository: str, blob: Desc
                 f"{digest}); nothing was stored. The registry's copy is corrupt or was tampered with."
             )
         store.adopt_blob(partial, blob.digest)
-    return True
+    return received
 
 
 def _download(client: RegistryClient, repository: str, blob: Descriptor, partial: Path, offset: int,
-              bar: Bar) -> str:
+              bar: Bar) -> tuple[str, int]:
+    """Fetch from ``offset`` to the end into ``partial``; (digest of the whole file, bytes received)."""
     h = _hash_prefix(partial, offset) if offset else hashlib.sha256()
     resp = client.get_blob(repository, blob.digest, offset)
     with resp:
@@ -104,4 +110,4 @@ def _download(client: RegistryClient, repository: str, blob: Descriptor, partial
             f"blob {blob.digest[:19]} from {client.registry}/{repository}: got {received} of {blob.size} bytes; "
             "run the pull again to resume"
         )
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + h.hexdigest(), received - offset

@@ -39,14 +39,17 @@ JOBS = 4
 class PullStats:
     fetched: int = 0  # blobs downloaded (fully or the rest of a resumed download)
     present: int = 0  # already in the store
+    bytes_fetched: int = 0  # received from the registry
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, fetched: bool) -> None:
+    def add(self, received: int | None) -> None:
+        """Count one blob: ``received`` bytes fetched, or None when the store had it."""
         with self.lock:
-            if fetched:
-                self.fetched += 1
-            else:
+            if received is None:
                 self.present += 1
+            else:
+                self.fetched += 1
+                self.bytes_fetched += received
 
 
 @dataclass(frozen=True)

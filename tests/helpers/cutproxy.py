@@ -4,7 +4,8 @@ Like nginx in front of a registry (``proxy_request_buffering on``, its default),
 request whole before forwarding it, so a client that dies in the middle of a request body never
 reaches the registry with half a chunk. ``cut_after`` makes it drop the client connection once
 that many PATCH body bytes have arrived in total, in the middle of a request, forwarding nothing of
-that request: the "connection killed mid-upload" of a real network.
+that request: the "connection killed mid-upload" of a real network. ``cut_response_after`` does the
+same to a download: the first GET response longer than that is cut after that many body bytes.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 
 
 class BufferingProxy:
-    def __init__(self, upstream_host: str, upstream_port: int, *, cut_after: int | None = None) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, cut_after: int | None = None,
+                 cut_response_after: int | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.cut_after = cut_after
+        self.cut_response_after = cut_response_after
+        self.ranges: list[str] = []  # Range headers of the GET requests seen
         self.patch_bytes = 0  # PATCH body bytes received from clients
         self.cuts = 0
         self._lock = threading.Lock()
@@ -64,6 +68,8 @@ class BufferingProxy:
                         self.close_connection = True
                         return
                 body = self.rfile.read(length) if length else None
+                if self.command == "GET" and self.headers.get("Range"):
+                    proxy.ranges.append(self.headers["Range"])
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 upstream.request(self.command, self.path, body=body, headers=headers)
@@ -77,7 +83,15 @@ class BufferingProxy:
                 length = resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
                 self.send_header("Content-Length", length)
                 self.end_headers()
-                if self.command != "HEAD":
+                cut = proxy.cut_response_after
+                if self.command == "GET" and cut is not None and len(data) > cut:
+                    proxy.cut_response_after = None
+                    proxy.cuts += 1
+                    self.wfile.write(data[:cut])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                elif self.command != "HEAD":
                     self.wfile.write(data)
                 upstream.close()
 
