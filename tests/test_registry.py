@@ -398,3 +398,18 @@ def test_cut_download_resumes_with_a_range_request(registry, big_image, tmp_path
     assert again.stats.bytes_fetched == big - start and again.stats.present == 1
     assert dangling(fresh) == []
     assert total > big
+
+
+def test_per_registry_settings_file(registry, built):
+    """registries.json in the ggufpack home makes --plain-http unnecessary for that registry."""
+    home, digest = built
+    target = f"{registry.host}/settings/sample:1"
+    refused = run_cli(["push", "sample:1", target], home)
+    assert refused.code == 1 and "pass --plain-http" in refused.err
+    (home / "registries.json").write_text(json.dumps({"registries": {registry.host: {"plain_http": True}}}))
+    try:
+        out = run_cli(["push", "sample:1", target, "-q"], home)
+        assert out.code == 0, out.err
+        assert out.out.strip() == digest
+    finally:
+        (home / "registries.json").unlink()

@@ -131,6 +131,11 @@ class RegistryClient:
             return self.session.request(method, url, headers=all_headers, data=data, stream=stream,
                                         timeout=TIMEOUT, allow_redirects=True, verify=self.settings.verify)
         except requests.exceptions.SSLError as e:
+            if "wrong version number" in str(e):
+                raise RegistryError(
+                    f"{self.registry} answers plain HTTP, not HTTPS: pass --plain-http (or set plain_http for it "
+                    "in registries.json)"
+                ) from None
             raise RegistryError(
                 f"TLS error talking to {self.registry}: {_reason(e)}; if it uses a self-signed certificate, "
                 "pass --insecure or set its ca_file in registries.json"
