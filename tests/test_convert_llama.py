@@ -202,7 +202,7 @@ def test_chat_template_from_tokenizer_config(tiny: Path, tmp_path: Path):
 
 
 def test_output_types_are_listed():
-    assert OUTPUT_TYPES == ("F32", "F16", "BF16", "Q8_0", "AUTO")
+    assert OUTPUT_TYPES == ("F32", "F16", "BF16", "Q8_0", "TQ1_0", "TQ2_0", "AUTO")
     assert {"LlamaForCausalLM", "MistralForCausalLM"} <= set(supported_architectures())
 
 
@@ -334,8 +334,3 @@ def test_quickstart_sample_converts_and_runs(tmp_path: Path):
     ours = llama_cpp_logits(result.path, ids)
     assert float(np.abs(ours - hf_logits(sample, ids)).max()) <= F16_TOL
 
-
-def test_lora_class_is_refused_for_now(tiny: Path, tmp_path: Path):
-    with pytest.raises(GGUFPackError, match="--class=lora"):
-        convert(tiny, tmp_path / "m.gguf", model_class="lora", base=tiny)
-    assert leftovers(tmp_path) == []

@@ -1,4 +1,4 @@
-"""``convert()``: a Hugging Face checkpoint directory → one GGUF file. The library entry point.
+"""``convert()``: a Hugging Face checkpoint (or PEFT LoRA adapter) directory → GGUF. The library entry point.
 
 The order matters for safety and memory: everything that can be checked without reading weights
 (config, tensor headers, shapes, tokenizer, metadata) is checked before the output file is opened;
@@ -8,13 +8,15 @@ then the weights stream through :mod:`ggufpack.convert.writer` one tensor at a t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 
-from ggufpack.convert.architectures import architecture_for
+from ggufpack.convert.architectures import PlannedTensor, architecture_for
 from ggufpack.convert.checkpoint import open_checkpoint
+from ggufpack.convert.lora import plan_lora
 from ggufpack.convert.model_card import load_metadata, write_metadata
 from ggufpack.convert.vocab import load_vocab
 from ggufpack.convert.writer import OUT_TYPES, resolve_out_type, tensor_type, write_gguf
@@ -26,7 +28,8 @@ from ggufpack.progress import QUIET, Progress
 class ConvertResult:
     """What was written: the file, its architecture, type and size, and anything worth a warning."""
 
-    path: Path
+    path: Path  # the file to load (the first shard of a split output)
+    paths: tuple[Path, ...]  # every file written
     hf_architecture: str  # e.g. LlamaForCausalLM
     architecture: str  # GGUF general.architecture, e.g. llama
     out_type: str  # F32, F16, BF16, Q8_0 (AUTO resolved)
@@ -37,49 +40,128 @@ class ConvertResult:
     warnings: tuple[str, ...]
 
 
+#: the types a LoRA adapter may be stored in: ternary types would destroy its values
+_LORA_QTYPES = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16,
+                gguf.GGMLQuantizationType.Q8_0)
+
 def convert(
     src_dir: Path, dest: Path, *, out_type: str = "F16", model_class: str = "model", base: Path | None = None,
     model_name: str | None = None, split_max_size: int | None = None, progress: Progress = QUIET,
 ) -> ConvertResult:
     """Convert the checkpoint in ``src_dir`` to the GGUF file ``dest`` (replaced atomically).
 
-    ``out_type`` is F32, F16, BF16, Q8_0 or AUTO (BF16 for bf16 checkpoints, else F16).
-    ``model_name`` sets ``general.name`` (like llama.cpp's ``--model-name``); without it the name comes
-    from the model card or, failing that, the source directory's name, which is meaningless when
-    the caller staged the files under a scratch name: the build engine should pass the source's name.
-    ``split_max_size`` (bytes) splits the output into llama.cpp's ``-NNNNN-of-NNNNN.gguf`` shards.
-    ``model_class="lora"`` with ``base`` is reserved for PEFT adapters (not implemented yet). Raises
-    :class:`ggufpack.errors.GGUFPackError` on any input problem; ``dest`` is then left untouched.
+    ``out_type`` is one of :data:`ggufpack.convert.OUTPUT_TYPES`; AUTO keeps bf16 checkpoints BF16,
+    else F16. ``model_name`` sets ``general.name`` (like llama.cpp's ``--model-name``); without it the
+    name comes from the model card or, failing that, the source directory's name, which is
+    meaningless when the caller staged the files under a scratch name: the build engine should pass
+    the source's name. ``split_max_size`` (bytes) splits the output into llama.cpp's
+    ``-NNNNN-of-NNNNN.gguf`` shards. ``model_class="lora"`` converts the PEFT adapter in ``src_dir``
+    for the base model whose Hugging Face directory is ``base`` (see :mod:`ggufpack.convert.lora`).
+    Raises :class:`ggufpack.errors.GGUFPackError` on any input problem; ``dest`` is then left untouched.
     """
     src_dir, dest = Path(src_dir), Path(dest)
-    if model_class != "model":
-        raise GGUFPackError(f"CONVERT --class={model_class} is not supported yet (only 'model'; LoRA: issue #4)")
-    del base  # used by --class=lora only
+    if model_class == "lora":
+        job = _lora_job(src_dir, base, out_type, split_max_size)
+    elif model_class == "model":
+        if base is not None:
+            raise GGUFPackError("a base model only applies to LoRA adapters (--class=lora)")
+        job = _model_job(src_dir, out_type)
+    else:
+        raise GGUFPackError(f"unknown model class {model_class!r}: use 'model' or 'lora'")
+    return _write(job, src_dir, dest, model_name, split_max_size, progress)
+
+
+def resolved_out_type(src_dir: Path, out_type: str, *, model_class: str = "model", base: Path | None = None) -> str:
+    """What ``out_type`` (AUTO in particular) means for this source, read from tensor headers only.
+
+    For naming an output before converting it, as llama.cpp's converter names its files by type.
+    """
+    if model_class == "lora":
+        tensors = plan_lora(Path(src_dir), base).tensors
+    else:
+        ckpt = open_checkpoint(Path(src_dir))
+        tensors = architecture_for(ckpt.architecture).tensors(ckpt)
+    return resolve_out_type(out_type, tensors)
+
+
+@dataclass
+class _Job:
+    """What differs between a model and an adapter: the tensors, their types and the keys around them."""
+
+    hf_architecture: str
+    gguf_arch: gguf.MODEL_ARCH
+    gguf_type: str  # general.type
+    tensors: list[PlannedTensor]
+    out_type: str
+    types: list[gguf.GGMLQuantizationType]
+    write_keys: Callable[[gguf.GGUFWriter], None]
+    warnings: list[str]
+
+
+def _model_job(src_dir: Path, out_type: str) -> _Job:
     warnings: list[str] = []
     ckpt = open_checkpoint(src_dir)
     arch = architecture_for(ckpt.architecture)
     tensors = arch.tensors(ckpt)
     resolved = resolve_out_type(out_type, tensors)
     types = [tensor_type(t, resolved, warnings) for t in tensors]
-    file_type = OUT_TYPES[resolved][1]
-    vocab = load_vocab(src_dir, ckpt.config.get("vocab_size"), warnings)
-    n_params = sum(math.prod(t.shape) for t in tensors)
-    metadata = load_metadata(src_dir, n_params, warnings, model_name)
+    # multimodal wrappers (Gemma3ForConditionalGeneration) keep the text model's vocab_size in text_config
+    vocab_size = ckpt.config.get("vocab_size", (ckpt.config.get("text_config") or {}).get("vocab_size"))
+    vocab = load_vocab(src_dir, vocab_size, warnings)
 
-    arch_name = gguf.MODEL_ARCH_NAMES[arch.gguf_arch]
-    progress.log(f"converting {src_dir} ({ckpt.architecture}) to {resolved}: {dest}")
+    def write_keys(writer: gguf.GGUFWriter) -> None:
+        arch.write_hparams(ckpt, writer, warnings)
+        vocab.write(writer)
+
+    return _Job(ckpt.architecture, arch.gguf_arch, gguf.GGUFType.MODEL, tensors, resolved, types, write_keys, warnings)
+
+
+def _lora_job(src_dir: Path, base: Path | None, out_type: str, split_max_size: int | None) -> _Job:
+    warnings: list[str] = []
+    plan = plan_lora(src_dir, base)
+    resolved = resolve_out_type(out_type, plan.tensors)
+    if OUT_TYPES[resolved][0] not in _LORA_QTYPES:
+        raise GGUFPackError(f"a LoRA adapter cannot be stored as {resolved} (it would lose its values); "
+                            f"use F16, BF16, Q8_0 or F32")
+    if split_max_size is not None:
+        raise GGUFPackError("a LoRA adapter cannot be split: llama.cpp loads an adapter from one file")
+    # lora_b rows are rank-long (8, 16...), often shorter than a Q8_0 block: one warning for all of them
+    kept: list[str] = []
+    types = [tensor_type(t, resolved, kept) for t in plan.tensors]
+    if kept:
+        warnings.append(f"{len(kept)} LoRA tensor(s) kept F16, first {kept[0]}")
+    invocation = plan.config.get("alora_invocation_tokens")
+
+    def write_keys(writer: gguf.GGUFWriter) -> None:
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, plan.alpha)
+        if invocation:  # activated LoRA: llama.cpp enables it after these tokens
+            writer.add_key_value(gguf.Keys.Adapter.ALORA_INVOCATION_TOKENS, [int(t) for t in invocation],
+                                 gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.UINT32)
+
+    return _Job(plan.base.architecture, plan.arch.gguf_arch, gguf.GGUFType.ADAPTER, plan.tensors, resolved, types,
+                write_keys, warnings)
+
+
+def _write(job: _Job, src_dir: Path, dest: Path, model_name: str | None, split_max_size: int | None,
+           progress: Progress) -> ConvertResult:
+    warnings = job.warnings
+    metadata = load_metadata(src_dir, sum(math.prod(t.shape) for t in job.tensors), warnings, model_name)
+    arch_name = gguf.MODEL_ARCH_NAMES[job.gguf_arch]
+    file_type = OUT_TYPES[job.out_type][1]
+    progress.log(f"converting {src_dir} ({job.hf_architecture} {job.gguf_type}) to {job.out_type}: {dest}")
     writer = gguf.GGUFWriter(path=None, arch=arch_name)
-    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_type(job.gguf_type)
     write_metadata(writer, metadata)
-    arch.write_hparams(ckpt, writer, warnings)
+    job.write_keys(writer)
     writer.add_file_type(file_type)
-    vocab.write(writer)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    written = write_gguf(writer, tensors, types, dest, progress, split_max_size=split_max_size)
+    written = write_gguf(writer, job.tensors, job.types, dest, progress, split_max_size=split_max_size)
     for w in warnings:
         progress.log(f"warning: {w}")
     return ConvertResult(
-        path=written.path, hf_architecture=ckpt.architecture, architecture=arch_name, out_type=resolved,
+        path=written.path, paths=written.paths, hf_architecture=job.hf_architecture, architecture=arch_name,
+        out_type=job.out_type,
         file_type=int(file_type), tensor_count=written.tensor_count, parameter_count=written.parameter_count,
         size=written.size, warnings=tuple(warnings),
     )

@@ -68,10 +68,14 @@ class TensorRef:
         if self.dtype not in FLOAT_DTYPES:
             raise GGUFPackError(f"{self.path.name}: tensor {self.name!r} has non-float dtype {self.dtype}")
         data = self.raw()
-        if self.dtype == "BF16":
-            # bfloat16 is the top half of a float32: shift the bits into place.
-            return (data.astype(np.uint32) << 16).view(np.float32)
-        return data.astype(np.float32)
+        return bf16_to_f32(data) if self.dtype == "BF16" else data.astype(np.float32)
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values (as their uint16 bits) widened to float32, exactly: bf16 is a float32's top half."""
+    wide = bits.astype(np.uint32)
+    wide <<= 16
+    return wide.view(np.float32)
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorRef], dict[str, str]]:

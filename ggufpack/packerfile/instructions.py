@@ -624,11 +624,22 @@ def _source_and_dest(ex: Expansion) -> tuple[str, str]:
     return values[0], values[1]
 
 
-def _parse_size(ex: Expansion, value: str, position: SourcePosition | None) -> int:
+SIZE_HELP = "write a number with an optional K, M, G or T suffix"
+
+
+def size_in_bytes(value: str) -> int | None:
+    """``2G``, ``500M``, ``4096`` → bytes (decimal units, as llama.cpp's ``--split-max-size``); None if invalid."""
     match = _SIZE_RE.match(value)
     if not match or int(match.group(1)) == 0:
-        raise ex.error(f"invalid size {value!r}: write a number with an optional K, M, G or T suffix", position)
+        return None
     return int(match.group(1)) * 1000 ** "_KMGT".index(match.group(2).upper() or "_")
+
+
+def _parse_size(ex: Expansion, value: str, position: SourcePosition | None) -> int:
+    size = size_in_bytes(value)
+    if size is None:
+        raise ex.error(f"invalid size {value!r}: {SIZE_HELP}", position)
+    return size
 
 
 def parse_convert(ex: Expansion) -> ConvertCommand:

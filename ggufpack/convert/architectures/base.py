@@ -21,12 +21,27 @@ from ggufpack.errors import GGUFPackError
 
 @dataclass(frozen=True)
 class PlannedTensor:
-    """One GGUF tensor: its name, its numpy-order shape, and how to produce its float32 data."""
+    """One GGUF tensor: its name, its numpy-order shape, and how to produce its data.
+
+    ``load`` gives float32 values. ``load_stored``, when set, gives the same values in ``source_dtype``
+    (BF16 as its uint16 bits), so that the writer can copy or narrow them without a float32 round trip;
+    set it only where the architecture's transform merely moves values (see :func:`moves_values_only`).
+    """
 
     name: str
     shape: tuple[int, ...]
     load: Callable[[], np.ndarray]
     source_dtype: str  # F32/F16/BF16..., to pick the AUTO output type
+    load_stored: Callable[[], np.ndarray] | None = None
+
+
+def moves_values_only(transform: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Mark a tensor transform that only rearranges values (a permute, a reshape), so it is right for any dtype.
+
+    An unmarked transform may change values (a norm's ``+ 1``) and is only ever given float32 data.
+    """
+    transform.moves_values_only = True  # type: ignore[attr-defined]
+    return transform
 
 
 class Architecture(Protocol):

@@ -21,7 +21,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from ggufpack.convert.architectures.base import PlannedTensor, hparam
+from ggufpack.convert.architectures.base import PlannedTensor, hparam, moves_values_only
 from ggufpack.convert.checkpoint import Checkpoint
 from ggufpack.convert.safetensors import TensorRef
 from ggufpack.errors import GGUFPackError
@@ -62,6 +62,16 @@ def llama3_rope_factors(params: dict[str, Any], head_dim: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def check_full_width_heads(cfg: dict[str, Any], head_dim: int, arch_name: str) -> None:
+    """Refuse ``head_dim x num_attention_heads != hidden_size`` for graphs that assume equality."""
+    width = head_dim * hparam(cfg, "num_attention_heads")
+    if width != hparam(cfg, "hidden_size"):
+        raise GGUFPackError(
+            f"config.json: head_dim x num_attention_heads = {width} differs from hidden_size, which llama.cpp's "
+            f"{arch_name} architecture cannot run"
+        )
+
+
 def layer_index(hf_name: str) -> int | None:
     """N in ``...layers.N....``, or None for a tensor outside the blocks."""
     parts = hf_name.split(".")
@@ -89,18 +99,27 @@ class DecoderArchitecture:
     rope_types: tuple[str, ...] = ("default", "linear", "yarn")
     #: the HF prefix of the decoder (``model.`` for most, ``model.language_model.`` for multimodal wrappers)
     prefix: str = "model."
+    #: the HF name of the block list after :attr:`prefix` (``h`` in GPT-2, ``encoder.layer`` in BERT)
+    blocks: str = "layers"
 
     # --- hyperparameters -------------------------------------------------------------------------
 
+    def block_count(self, cfg: dict[str, Any]) -> int:
+        return int(hparam(cfg, "num_hidden_layers"))
+
     def head_dim(self, cfg: dict[str, Any]) -> int:
         return int(hparam(cfg, "head_dim", default=hparam(cfg, "hidden_size") // hparam(cfg, "num_attention_heads")))
+
+    def rope_dim(self, cfg: dict[str, Any]) -> int:
+        """How many dimensions of each head RoPE rotates: all of them unless a subclass says otherwise."""
+        return self.head_dim(cfg)
 
     def write_hparams(self, ckpt: Checkpoint, writer: gguf.GGUFWriter, warnings: list[str]) -> None:
         cfg = ckpt.config
         n_head = hparam(cfg, "num_attention_heads")
         head_dim = self.head_dim(cfg)
         n_ctx = hparam(cfg, "max_position_embeddings", default=None)
-        writer.add_block_count(hparam(cfg, "num_hidden_layers"))
+        writer.add_block_count(self.block_count(cfg))
         if n_ctx is not None:
             writer.add_context_length(n_ctx)
         writer.add_embedding_length(hparam(cfg, "hidden_size"))
@@ -109,7 +128,7 @@ class DecoderArchitecture:
         writer.add_head_count_kv(hparam(cfg, "num_key_value_heads", default=n_head))
         writer.add_layer_norm_rms_eps(float(hparam(cfg, "rms_norm_eps", default=1e-5)))
         writer.add_vocab_size(hparam(cfg, "vocab_size"))
-        writer.add_rope_dimension_count(head_dim)
+        writer.add_rope_dimension_count(self.rope_dim(cfg))
         if cfg.get("head_dim") is not None:
             writer.add_key_length(head_dim)
             writer.add_value_length(head_dim)
@@ -186,15 +205,15 @@ class DecoderArchitecture:
     def expected_shapes(self, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         shapes = dict(self.top_shapes(cfg))
         per_layer = self.layer_shapes(cfg)
-        for i in range(hparam(cfg, "num_hidden_layers")):
-            shapes.update({f"{self.prefix}layers.{i}.{k}": v for k, v in per_layer.items()})
+        for i in range(self.block_count(cfg)):
+            shapes.update({f"{self.prefix}{self.blocks}.{i}.{k}": v for k, v in per_layer.items()})
         return shapes
 
     def required_tensors(self, cfg: dict[str, Any]) -> list[str]:
         names = list(self.required_top_tensors(cfg))
         per_layer = self.required_layer_tensors(cfg)
-        for i in range(hparam(cfg, "num_hidden_layers")):
-            names += [f"{self.prefix}layers.{i}.{k}" for k in per_layer]
+        for i in range(self.block_count(cfg)):
+            names += [f"{self.prefix}{self.blocks}.{i}.{k}" for k in per_layer]
         return names
 
     def skip(self, hf_name: str, cfg: dict[str, Any]) -> bool:
@@ -210,9 +229,23 @@ class DecoderArchitecture:
             raise GGUFPackError(f"no GGUF name for tensor {hf_name!r}")
         return name
 
+    @moves_values_only
     def transform(self, hf_name: str, data: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
-        """Change one tensor's float32 data on its way out; identity by default."""
+        """Change one tensor's float32 data on its way out; identity by default.
+
+        Mark an override with :func:`~.base.moves_values_only` when it only permutes or reshapes: it then also
+        runs on the stored dtype and the writer skips the float32 round trip.
+        """
         return data
+
+    def transform_moves_only(self, hf_name: str, cfg: dict[str, Any]) -> bool:
+        """Whether :meth:`transform` only moves this tensor's values; override to keep the fast path for the
+        tensors a value-changing transform leaves alone."""
+        return bool(getattr(self.transform, "moves_values_only", False))
+
+    def gguf_shape(self, hf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape :meth:`transform` gives a tensor of HF shape ``shape``: unchanged by default."""
+        return shape
 
     def extra_tensors(self, ckpt: Checkpoint) -> list[PlannedTensor]:
         """Tensors the checkpoint does not hold but llama.cpp wants; none by default."""
@@ -220,7 +253,7 @@ class DecoderArchitecture:
 
     def tensors(self, ckpt: Checkpoint) -> list[PlannedTensor]:
         cfg = ckpt.config
-        n_layer = hparam(cfg, "num_hidden_layers")
+        n_layer = self.block_count(cfg)
         expected = self.expected_shapes(cfg)
         name_map = gguf.get_tensor_name_map(self.gguf_arch, n_layer)
         planned: list[tuple[tuple[int, int], PlannedTensor]] = []
@@ -236,8 +269,10 @@ class DecoderArchitecture:
             if ref.shape != want:
                 raise GGUFPackError(f"tensor {hf_name!r} has shape {list(ref.shape)}, config.json implies {list(want)}")
             load = partial(self._load, hf_name, ref, cfg)
-            planned.append((tensor_order(hf_name), PlannedTensor(self.gguf_name(hf_name, name_map), ref.shape, load,
-                                                                 ref.dtype)))
+            stored = partial(self._load_stored, hf_name, ref, cfg) if self.transform_moves_only(hf_name, cfg) else None
+            out = PlannedTensor(self.gguf_name(hf_name, name_map), self.gguf_shape(hf_name, ref.shape), load, ref.dtype,
+                                stored)
+            planned.append((tensor_order(hf_name), out))
             seen.add(hf_name)
         missing = [n for n in self.required_tensors(cfg) if n not in seen]
         if missing:
@@ -248,3 +283,6 @@ class DecoderArchitecture:
 
     def _load(self, hf_name: str, ref: TensorRef, cfg: dict[str, Any]) -> np.ndarray:
         return self.transform(hf_name, ref.load_f32(), cfg)
+
+    def _load_stored(self, hf_name: str, ref: TensorRef, cfg: dict[str, Any]) -> np.ndarray:
+        return self.transform(hf_name, ref.raw(), cfg)

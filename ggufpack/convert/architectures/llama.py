@@ -15,7 +15,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from ggufpack.convert.architectures.base import PlannedTensor, hparam
+from ggufpack.convert.architectures.base import PlannedTensor, hparam, moves_values_only
 from ggufpack.convert.architectures.decoder import (
     DecoderArchitecture,
     llama3_rope_factors,
@@ -38,6 +38,7 @@ class Llama(DecoderArchitecture):
             warnings.append(f"sliding_window={window} is ignored by llama.cpp's llama architecture; "
                             f"outputs differ from transformers beyond {window} tokens")
 
+    @moves_values_only
     def transform(self, hf_name: str, data: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
         n_head = hparam(cfg, "num_attention_heads")
         if ".q_proj." in hf_name:

@@ -22,7 +22,7 @@ from typing import Any
 import gguf
 
 from ggufpack.convert.checkpoint import read_json
-from ggufpack.convert.vocab.common import Vocab, special_vocab
+from ggufpack.convert.vocab.common import Vocab, special_vocab, tokens_by_id
 from ggufpack.errors import GGUFPackError
 
 # The GPT-2 split that ByteLevel(use_regex=True) applies.
@@ -122,16 +122,4 @@ def _bpe_tokens(data: dict[str, Any], vocab_size: int | None, where: Path) -> tu
         text, idx = added["content"], int(added["id"])
         special = added.get("special", False) or _looks_special(text)
         by_id[idx] = (text, gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
-    if not by_id:
-        raise GGUFPackError(f"{where}: empty vocabulary")
-    highest = max(by_id)
-    size = vocab_size if vocab_size is not None else highest + 1
-    if highest >= size:
-        raise GGUFPackError(f"{where}: token id {highest} is outside the model's vocab_size {size}")
-    tokens: list[str] = []
-    types: list[int] = []
-    for i in range(size):
-        text, kind = by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED))
-        tokens.append(text)
-        types.append(int(kind))
-    return tokens, types
+    return tokens_by_id(by_id, vocab_size, where)

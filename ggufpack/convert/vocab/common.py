@@ -52,3 +52,15 @@ def special_vocab(model_dir: Path, n_vocab: int) -> gguf.SpecialVocab:
         raise GGUFPackError(f"{model_dir}: cannot read the special tokens or merges: {e}") from e
     finally:
         chatter.setLevel(level)
+
+
+def tokens_by_id(by_id: dict[int, tuple[str, int]], vocab_size: int | None, where: Path) -> tuple[list[str], list[int]]:
+    """Token texts and types indexed by id, with unused ``[PADn]`` entries up to ``vocab_size`` (config.json)."""
+    if not by_id:
+        raise GGUFPackError(f"{where}: empty vocabulary")
+    highest = max(by_id)
+    size = vocab_size if vocab_size is not None else highest + 1
+    if highest >= size:
+        raise GGUFPackError(f"{where}: token id {highest} is outside the model's vocab_size {size}")
+    pairs = [by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED)) for i in range(size)]
+    return [text for text, _ in pairs], [int(kind) for _, kind in pairs]
