@@ -217,3 +217,35 @@ def test_index_is_resolved_by_platform_not_first_entry(registry, gguf_bytes, tmp
     out = run_cli(["pull", f"{registry.host}/multi/sample:both", "--plain-http", "--platform", "linux/s390x"],
                   tmp_path / "h2")
     assert out.code == 1 and "no manifest for platform linux/s390x" in out.err and "linux/amd64" in out.err
+
+
+# --- estimate from configs only ----------------------------------------------------------------------
+
+
+def test_estimate_agrees_for_stored_image_registry_ref_file_and_modelpack_import(registry, gguf_bytes,
+                                                                                tmp_path: Path):
+    """The config alone gives the estimate: locally, remotely (no layer fetched), from the file itself,
+    and from an image imported from the ModelPack artifact."""
+    home = tmp_path / "home"
+    store = open_store(home)
+    do_build(store, sample_context(tmp_path / "ctx", gguf_bytes))
+    push_image(store, "sample:1", parse_reference(f"{registry.host}/est/sample:1"), client(registry))
+    push_image(store, "sample:1", parse_reference(f"{registry.host}/est/mp:1"), client(registry), fmt="modelpack")
+    local = run_cli(["estimate", "sample:1", "--json"], home)
+    assert local.code == 0, local.err
+    before = registry.log_text().count("GET /v2/est/sample/blobs/")
+    remote = run_cli(["estimate", f"{registry.host}/est/sample:1", "--plain-http", "--json"], tmp_path / "empty")
+    assert remote.code == 0, remote.err
+    assert registry.log_text().count("GET /v2/est/sample/blobs/") - before == 1  # the config only
+    model_file = tmp_path / "tiny.gguf"
+    model_file.write_bytes(gguf_bytes)
+    from_file = run_cli(["estimate", str(model_file), "-c", "512", "--json"], home)  # the image's CMD says -c 512
+    assert from_file.code == 0, from_file.err
+    pulled = run_cli(["pull", f"{registry.host}/est/mp:1", "--plain-http", "-q"], home)
+    assert pulled.code == 0, pulled.err
+    imported = run_cli(["estimate", f"{registry.host}/est/mp:1", "--json"], home)
+    assert imported.code == 0, imported.err
+    rows = json.loads(local.out)["estimates"]
+    assert json.loads(remote.out)["estimates"] == rows
+    assert json.loads(from_file.out)["estimates"] == rows
+    assert json.loads(imported.out)["estimates"] == rows

@@ -413,3 +413,4 @@ def test_per_registry_settings_file(registry, built):
         assert out.out.strip() == digest
     finally:
         (home / "registries.json").unlink()
+

@@ -32,7 +32,7 @@ from .cache import BuildCache, LayerResult, cache_key
 from .images import BaseImage, load_image
 from .ops.base import OpContext
 from .ops.files import AddOp, CatOp, CopyOp
-from .ops.model import ConvertOp, QuantizeOp
+from .ops.model import ConvertOp, ImatrixOp, QuantizeOp
 from .snapshot import Diff, Snapshot, with_parents
 
 MAX_PARALLEL_STAGES = 2
@@ -46,7 +46,7 @@ class LayerOp(Protocol):
 
 _OPS: dict[type[ins.Command], Any] = {
     ins.CopyCommand: CopyOp, ins.AddCommand: AddOp, ins.CatCommand: CatOp, ins.ConvertCommand: ConvertOp,
-    ins.QuantizeCommand: QuantizeOp,
+    ins.QuantizeCommand: QuantizeOp, ins.ImatrixCommand: ImatrixOp,
 }
 #: ops whose default source (no --from) is the stage's own filesystem rather than the context
 _READS_OWN_STAGE = (ins.ConvertCommand, ins.QuantizeCommand, ins.ImatrixCommand)
@@ -243,8 +243,6 @@ class Executor:
 
     def _make_op(self, ctx: OpContext, op: Op) -> LayerOp:
         command = op.command
-        if isinstance(command, ins.ImatrixCommand):
-            raise GGUFPackError(f"{ctx.where}: IMATRIX is not available in this version of ggufpack (issue #5)")
         source: Snapshot | None
         if op.source is None:
             source = ctx.snapshot if isinstance(command, _READS_OWN_STAGE) else None

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ... import __version__
 from ...errors import GGUFPackError
-from ...packerfile.instructions import ConvertCommand, QuantizeCommand
+from ...packerfile.instructions import ConvertCommand, ImatrixCommand, QuantizeCommand
 from ...sources.context import resolve_context_sources
 from ..snapshot import FILE_MODE, Diff, FileNode, Snapshot, clean_path
 from .base import Item, OpContext, place
@@ -93,6 +94,19 @@ def output_diff(ctx: OpContext, produced: Path, dest: str, keyword: str) -> Diff
                  keyword=keyword)
 
 
+def outputs_diff(ctx: OpContext, written: list[Path], dest: str, keyword: str) -> Diff:
+    """Commit produced files: one file goes to ``dest``; split shards (named by llama.cpp's
+    ``-NNNNN-of-NNNNN`` rule after ``dest``) go into ``dest``'s directory."""
+    if len(written) == 1 and written[0].name == posixpath.basename(clean_path(dest)):
+        return output_diff(ctx, written[0], dest, keyword)
+    items = []
+    for path in written:
+        size = path.stat().st_size
+        digest = ctx.store.import_file(path, move=True)
+        items.append(Item(path.name, FileNode("file", FILE_MODE, digest=digest, size=size)))
+    return place(items, f"/{posixpath.dirname(clean_path(dest))}/", ctx.snapshot, many=True, keyword=keyword)
+
+
 class ConvertOp:
     """CONVERT: our numpy converter (``ggufpack.convert``) on a Hugging Face checkpoint directory."""
 
@@ -113,38 +127,119 @@ class ConvertOp:
             ) from None
         src = materialize(self.files, self.ctx.workdir / "convert-src")
         base = materialize(self.base_files, self.ctx.workdir / "convert-base") if self.base_files else None
-        out = self.ctx.workdir / "convert-out.gguf"
+        out = self.ctx.workdir / "convert-out" / posixpath.basename(clean_path(self.command.dest))
         # The symlink directory has a scratch name: the model is named after the source directory.
-        api.convert(src, out, out_type=self.command.type, model_class=self.command.model_class, base=base,
-                    model_name=PurePosixPath(clean_path(self.command.source)).name or None,
-                    progress=self.ctx.progress)
-        return output_diff(self.ctx, out, self.command.dest, "CONVERT")
+        result = api.convert(src, out, out_type=self.command.type, model_class=self.command.model_class, base=base,
+                             model_name=PurePosixPath(clean_path(self.command.source)).name or None,
+                             split_max_size=self.command.split_max_size, progress=self.ctx.progress)
+        return outputs_diff(self.ctx, list(result.paths), self.command.dest, "CONVERT")
+
+
+_SHARD_RE = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
+
+
+def _with_shards(ctx: OpContext, source: Snapshot | None, path: str, first: InputFile) -> list[InputFile]:
+    """``first`` and, when it is shard 1 of a split GGUF, its sibling shards (llama.cpp finds them by name)."""
+    match = _SHARD_RE.match(posixpath.basename(path))
+    if not match or int(match.group(2)) != 1:
+        return [first]
+    directory = posixpath.dirname(path.rstrip("/"))
+    files = [first]
+    for i in range(2, int(match.group(3)) + 1):
+        name = f"{match.group(1)}-{i:05d}-of-{match.group(3)}.gguf"
+        files.append(single_file(ctx, input_files(ctx, source, posixpath.join(directory, name)), f"shard {name}"))
+    return files
+
+
+def aux_file(ctx: OpContext, source: Snapshot | None, path: str, what: str) -> InputFile:
+    """A file an op reads beside its main input (QUANTIZE's importance matrix, IMATRIX's calibration text).
+
+    Looked up in the op's source, then in the stage's own filesystem (an IMATRIX earlier in this
+    stage, read by a QUANTIZE whose model comes ``--from`` another stage), then in the build context
+    (a calibration text or a downloaded imatrix kept beside the Packerfile).
+    """
+    places: list[Snapshot | None] = [source]
+    for extra in (ctx.snapshot, None):
+        if all(extra is not p for p in places):
+            places.append(extra)
+    for place_ in places:
+        try:
+            return single_file(ctx, input_files(ctx, place_, path), what)
+        except GGUFPackError:
+            continue
+    raise GGUFPackError(f"{ctx.where}: {what} {path} is neither in the source, in this stage nor in the context")
+
+
+def _in_image_name(path: str) -> str:
+    """How a file is named in what llama.cpp records (relative to the image root, as a tool run there sees it)."""
+    return clean_path(path) or path
 
 
 class QuantizeOp:
-    """QUANTIZE: llama.cpp's quantizer on a GGUF file."""
+    """QUANTIZE: llama.cpp's quantizer on a GGUF file (in-process by default), ``--imatrix`` from the stage."""
 
     def __init__(self, ctx: OpContext, command: QuantizeCommand, source: Snapshot | None) -> None:
         self.ctx, self.command = ctx, command
-        self.file = single_file(ctx, input_files(ctx, source, command.source), "the QUANTIZE source")
+        first = single_file(ctx, input_files(ctx, source, command.source), "the QUANTIZE source")
+        self.files = _with_shards(ctx, source, command.source, first)
+        self.imatrix = aux_file(ctx, source, command.imatrix, "the importance matrix") if command.imatrix else None
 
     def inputs(self) -> dict[str, Any]:
-        from ...quantize.inprocess import llama_cpp_version
+        from ...quantize.api import backend_version
 
-        return {"source": self.file.node.to_json(), "llama.cpp": llama_cpp_version()}
+        return {
+            "source": [f.node.to_json() for f in self.files],
+            "imatrix": self.imatrix.node.to_json() if self.imatrix else None,
+            "backend": {"name": None, "version": backend_version(None, "quantize")},
+        }
 
     def run(self) -> Diff:
-        from ...quantize.inprocess import QuantizeOptions, quantize
+        from ...quantize.api import quantize_model
+        from ...quantize.options import QuantizeOptions
 
         c = self.command
+        src = materialize([InputFile(posixpath.basename(f.relpath), f.node, f.location) for f in self.files],
+                          self.ctx.workdir / "quantize-src")
         options = QuantizeOptions(
             type=c.type, pure=c.pure, allow_requantize=c.allow_requantize, leave_output_tensor=c.leave_output_tensor,
             output_tensor_type=c.output_tensor_type, token_embedding_type=c.token_embedding_type,
-            keep_split=c.keep_split, imatrix=Path(c.imatrix) if c.imatrix else None,
+            keep_split=c.keep_split, imatrix=self.imatrix.location if self.imatrix else None,
+            imatrix_name=_in_image_name(c.imatrix) if c.imatrix else None,
             include_weights=c.include_weights, exclude_weights=c.exclude_weights, tensor_types=c.tensor_types,
             override_kv=c.override_kv,
         )
-        out = self.ctx.workdir / "quantize-out.gguf"
-        self.ctx.progress.log(f"  quantizing {self.file.relpath} to {c.type}")
-        quantize(self.file.location, out, options)
-        return output_diff(self.ctx, out, c.dest, "QUANTIZE")
+        out = self.ctx.workdir / "quantize-out" / posixpath.basename(clean_path(c.dest))
+        self.ctx.progress.log(f"  quantizing {self.files[0].relpath} to {c.type}")
+        written = quantize_model(src / posixpath.basename(self.files[0].relpath), out, options,
+                                 progress=self.ctx.progress)
+        # --keep-split: llama.cpp names the shards after dest; they go into dest's directory
+        return outputs_diff(self.ctx, list(written), c.dest, "QUANTIZE")
+
+
+class ImatrixOp:
+    """IMATRIX: an importance matrix of a GGUF model over a calibration text (GGUF imatrix format)."""
+
+    def __init__(self, ctx: OpContext, command: ImatrixCommand, source: Snapshot | None) -> None:
+        self.ctx, self.command = ctx, command
+        self.model = single_file(ctx, input_files(ctx, source, command.model), "the IMATRIX model")
+        self.calibration = aux_file(ctx, source, command.calibration, "the calibration text")
+
+    def inputs(self) -> dict[str, Any]:
+        from ...quantize.api import backend_version
+
+        return {
+            "model": self.model.node.to_json(), "calibration": self.calibration.node.to_json(),
+            "backend": {"name": None, "version": backend_version(None, "imatrix")},
+        }
+
+    def run(self) -> Diff:
+        from ...quantize.api import make_imatrix
+        from ...quantize.imatrix import DEFAULT_CTX_SIZE, ImatrixOptions
+
+        c = self.command
+        options = ImatrixOptions(chunks=c.chunks, ctx_size=c.ctx_size or DEFAULT_CTX_SIZE,
+                                 dataset_name=_in_image_name(c.calibration))
+        out = self.ctx.workdir / "imatrix-out.gguf"
+        self.ctx.progress.log(f"  computing the importance matrix of {self.model.relpath}")
+        make_imatrix(self.model.location, self.calibration.location, out, options, progress=self.ctx.progress)
+        return output_diff(self.ctx, out, c.dest, "IMATRIX")

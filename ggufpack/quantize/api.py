@@ -1,0 +1,104 @@
+"""Quantize a GGUF file or compute an importance matrix with a chosen backend.
+
+``backend=None`` is llama-cpp-python in this process (the default everywhere); any other name is
+resolved by :func:`ggufpack.backends.resolve_backend` (``llama.cpp`` = the best installed variant)
+and its tools run out of process; the ``numpy`` fallback quantizes its few types without llama.cpp.
+Outputs appear complete or not at all: they are written under a temporary name beside ``dest`` and
+renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import GGUFPackError, UsageError
+from ..progress import QUIET, Progress
+from .imatrix import ImatrixOptions, compute_imatrix
+from .options import QuantizeOptions, check_options
+
+
+def backend_version(name: str | None, capability: str) -> str:
+    """The llama.cpp build id of the backend that would run (part of build cache keys)."""
+    from ..backends import resolve_backend
+
+    return resolve_backend(name, capability).version
+
+
+@contextmanager
+def _staging(dest: Path) -> Iterator[Path]:
+    """A private directory beside ``dest`` to write into; removed with whatever was left in it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+        yield Path(tmp)
+
+
+def quantize_model(source: Path, dest: Path, options: QuantizeOptions, *, backend: str | None = None,
+                   progress: Progress = QUIET) -> list[Path]:
+    """Quantize ``source`` into ``dest`` (``--keep-split``: shards named after it); returns the files written."""
+    from ..backends import resolve_backend
+
+    source, dest = Path(source), Path(dest)
+    check_options(options)
+    if not source.is_file():
+        raise GGUFPackError(f"{source}: no such GGUF file")
+    chosen = resolve_backend(backend, "quantize")
+    with _staging(dest) as tmp:
+        staged = tmp / dest.name
+        if chosen.kind == "in-process":
+            from .inprocess import quantize
+
+            written = quantize(source, staged, options)
+        elif chosen.kind == "fallback":
+            written = _quantize_with_fallback(source, staged, options, progress)
+        else:
+            from .tool import quantize_with_tool
+
+            written = quantize_with_tool(chosen, source, staged, options, progress)
+        final = [dest.parent / path.name for path in written]
+        for path, target in zip(written, final, strict=True):
+            os.replace(path, target)
+    return final
+
+
+def _quantize_with_fallback(source: Path, dest: Path, options: QuantizeOptions, progress: Progress) -> list[Path]:
+    """The numpy quantizer, for the knobs it honours; the others need llama.cpp and are refused by name."""
+    from .fallback import FallbackOptions, quantize
+
+    needs_llama = {"--imatrix": options.imatrix is not None, "--tensor-type": bool(options.tensor_types),
+                   "--override-kv": bool(options.override_kv), "--keep-split": options.keep_split,
+                   "--allow-requantize": options.allow_requantize}
+    refused = [flag for flag, used in needs_llama.items() if used]
+    if refused:
+        raise UsageError(f"the numpy backend does not support {', '.join(refused)}: use a llama.cpp backend")
+    quantize(source, dest, FallbackOptions(
+        type=check_options(options), pure=options.pure, leave_output_tensor=options.leave_output_tensor,
+        output_tensor_type=options.output_tensor_type and options.output_tensor_type.upper(),
+        token_embedding_type=options.token_embedding_type and options.token_embedding_type.upper(),
+    ), progress)
+    return [dest]
+
+
+def make_imatrix(model: Path, calibration: Path, out: Path, options: ImatrixOptions | None = None, *,
+                 backend: str | None = None, progress: Progress = QUIET) -> None:
+    """Compute the importance matrix of ``model`` on ``calibration`` into ``out`` (GGUF imatrix format)."""
+    from ..backends import resolve_backend
+
+    model, calibration, out = Path(model), Path(calibration), Path(out)
+    options = options or ImatrixOptions()
+    for path, what in ((model, "GGUF model"), (calibration, "calibration text")):
+        if not path.is_file():
+            raise GGUFPackError(f"{path}: no such {what}")
+    chosen = resolve_backend(backend, "imatrix")
+    with _staging(out) as tmp:
+        staged = tmp / out.name
+        if chosen.kind == "in-process":
+            compute_imatrix(model, calibration, staged, options, progress)
+        else:
+            from .tool import imatrix_with_tool
+
+            imatrix_with_tool(chosen, model, calibration, staged, options, progress)
+        os.replace(staged, out)

@@ -1,0 +1,10 @@
+"""``ggufpack run``: serve a model image with llama.cpp behind an OpenAI-compatible API.
+
+- :mod:`.image`: the stored image opened for running (CMD, its files in the store);
+- :mod:`.chat`: the packaged system prompt folded into the chat template;
+- :mod:`.cmdline`: CMD → the server's argument list (paths rebased, options translated);
+- :mod:`.runtimes`: llama-cpp-python's server, a llama-server binary, docker;
+- :mod:`.server`: port check, start, health wait, signal forwarding, stop;
+- :mod:`.detached`: records of detached servers for ``ps`` and ``stop``;
+- :mod:`.lcpp_server`: the launcher of llama-cpp-python's server with a Jinja chat template.
+"""

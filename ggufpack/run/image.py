@@ -1,0 +1,98 @@
+"""A stored image opened for running: its CMD and where each of its files lies in the store.
+
+llama.cpp loads a GGUF from a plain file, and the store keeps every file of an image as one
+(``files/sha256/<hex>``), so a server runs on the store's files in place: nothing is copied or
+extracted. The one exception is a split model: llama.cpp finds shards 2..N by name beside shard 1,
+so those get a directory of symbolic links named as in the image (:meth:`RunnableImage.host_path`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..build.cache import BuildCache
+from ..build.images import load_image
+from ..build.snapshot import clean_path
+from ..errors import GGUFPackError
+from ..gguf_info import read_header_file
+from ..store import Store
+
+_SPLIT = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+_TEMPLATE_KEY = "tokenizer.chat_template"
+
+
+@dataclass(frozen=True)
+class RunnableImage:
+    """What a server needs from an image: its name, digest, CMD, and its files by image path."""
+
+    store: Store
+    name: str
+    digest: str
+    cmd: tuple[str, ...]
+    #: cleaned image path (no leading ``/``) → content digest, for every regular file
+    files: dict[str, str]
+
+    @property
+    def short_id(self) -> str:
+        return self.digest.removeprefix("sha256:")[:12]
+
+    def digest_of(self, path: str) -> str:
+        """The content digest of image file ``path`` (:func:`open_image` made sure the store has every
+        file of the image); a clear error when the image lacks it."""
+        digest = self.files.get(clean_path(path))
+        if digest is None:
+            raise GGUFPackError(f"{self.name}: CMD names {path}, but the image has no such file")
+        return digest
+
+    def read_bytes(self, path: str) -> bytes:
+        return self.store.file_path(self.digest_of(path)).read_bytes()
+
+    def host_path(self, path: str) -> Path:
+        """The local file llama.cpp can load for image path ``path`` (a link farm for split models)."""
+        digest = self.digest_of(path)
+        match = _SPLIT.match(clean_path(path))
+        if match is None:
+            return self.store.file_path(digest)
+        return self._split_links(match)
+
+    def split_model(self, path: str) -> bool:
+        return _SPLIT.match(clean_path(path)) is not None
+
+    def _split_links(self, match: re.Match[str]) -> Path:
+        count = int(match.group("count"))
+        root = self.store.root / "state" / "run" / "links" / self.digest.removeprefix("sha256:")
+        first = None
+        for no in range(1, count + 1):
+            shard = f"{match.group('stem')}-{no:05d}-of-{count:05d}.gguf"
+            link = root / shard
+            target = self.store.file_path(self.digest_of("/" + shard))
+            if not (link.is_symlink() and Path(os.readlink(link)) == target):
+                link.parent.mkdir(parents=True, exist_ok=True)
+                temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+                temp.unlink(missing_ok=True)
+                temp.symlink_to(target)
+                temp.replace(link)
+            first = first or link
+        assert first is not None
+        return first
+
+    def model_template(self, model_path: str) -> str | None:
+        """The chat template in the model's GGUF metadata (None when it has none)."""
+        header = read_header_file(self.store.file_path(self.digest_of(model_path)))
+        template = header.metadata.get(_TEMPLATE_KEY)
+        return template if isinstance(template, str) else None
+
+
+def open_image(store: Store, name: str, platform: str, fetch: Callable[[str], None] | None = None) -> RunnableImage:
+    """The stored image ``name`` (a ref or an ID), pulled first with ``fetch`` when it is a registry
+    ref the store lacks."""
+    image = load_image(store, BuildCache(store), name, platform, fetch)
+    cmd = image.cmd
+    if not cmd:
+        raise GGUFPackError(f"{name}: the image has no CMD, so there is no model to serve")
+    files = {path: node.digest for path, node in image.snapshot.items() if node.kind == "file" and node.digest}
+    return RunnableImage(store, name, image.digest, tuple(cmd), files)

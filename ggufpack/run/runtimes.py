@@ -1,0 +1,179 @@
+"""The runtimes that can serve an image, and the exact command each one runs.
+
+- ``llama-cpp-python``: its OpenAI-compatible server (the ``server`` extra), through
+  :mod:`ggufpack.run.lcpp_server`; works wherever ggufpack is installed;
+- ``llama-server``: the binary of a built or sideloaded llama.cpp backend (GPU builds included);
+- ``docker``: llama.cpp's server image, with the store's runnable files mounted read-only, as
+  gguf-packer runs one (``--gpus all`` when Docker has an nvidia runtime).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from ..backends import IN_PROCESS, META, Backend, list_backends, resolve_backend
+from ..errors import GGUFPackError, UsageError
+from .cmdline import llama_cpp_python_args, llama_server_args, server_options
+from .image import RunnableImage
+
+RUNTIMES = ("auto", "llama-cpp-python", "llama-server", "docker")
+DOCKER_IMAGE = "ghcr.io/ggml-org/llama.cpp:server"
+DOCKER_IMAGE_CUDA = "ghcr.io/ggml-org/llama.cpp:server-cuda"
+#: where the store's ``files/sha256`` directory appears inside the container
+CONTAINER_FILES = "/ggufpack/files"
+CONTAINER_PORT = 8080
+LAUNCHER = "ggufpack.run.lcpp_server"
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+_SERVER_EXTRA_HINT = "install the server extra: pip install 'ggufpack[server]'"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A server command, where it listens and how to tell it is ready."""
+
+    runtime: str
+    argv: list[str]
+    host: str
+    port: int
+    health_path: str
+    notes: list[str] = field(default_factory=list)
+    #: run after the server process is gone (removes a container left by a killed ``docker run``)
+    cleanup: list[str] | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        """The health endpoint, through loopback when the server listens on every address."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}{self.health_path}"
+
+
+def server_extra_installed() -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in _SERVER_MODULES)
+
+
+def _server_backends() -> list[Backend]:
+    return [b for b in list_backends() if b.kind in ("built", "sideloaded") and "server" in b.capabilities]
+
+
+def choose_runtime(runtime: str, backend: str | None) -> str:
+    """``auto``: llama-server when ``--backend`` names a llama.cpp build, else llama-cpp-python when its
+    server is installed, else a llama-server from any installed backend."""
+    if runtime == "llama-cpp-python" and backend not in (None, IN_PROCESS):
+        raise UsageError(f"--backend {backend} needs --runtime llama-server (llama-cpp-python is its own backend)")
+    if runtime != "auto":
+        return runtime
+    if backend not in (None, IN_PROCESS):
+        return "llama-server"
+    if server_extra_installed():
+        return "llama-cpp-python"
+    if backend is None and _server_backends():
+        return "llama-server"
+    raise GGUFPackError(f"no server to run the image: {_SERVER_EXTRA_HINT}, or a llama.cpp backend "
+                        f"(ggufpack backends install {META})")
+
+
+def llama_server_program(backend: str | None, dry_run: bool) -> str:
+    """The llama-server binary of ``backend`` (default: the best built variant, else any backend with
+    one); a dry run with none installed shows the bare name."""
+    if backend is not None:
+        return str(resolve_backend(backend, "server").tool("llama-server"))
+    try:
+        return str(resolve_backend(META, "server").tool("llama-server"))
+    except GGUFPackError:
+        found = _server_backends()
+        if found:
+            return str(found[0].tool("llama-server"))
+        if dry_run:
+            return "llama-server"
+        raise GGUFPackError(f"no llama.cpp backend with llama-server is installed; run: ggufpack backends install "
+                            f"{META}, or choose --runtime llama-cpp-python") from None
+
+
+def docker_has_nvidia() -> bool:
+    """Does Docker report an ``nvidia`` runtime (``docker info``)? False when Docker is absent or down."""
+    try:
+        out = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True,
+                             timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    try:
+        runtimes = json.loads(out.stdout or "null")
+    except ValueError:
+        return False
+    return out.returncode == 0 and isinstance(runtimes, dict) and "nvidia" in runtimes
+
+
+def check_docker() -> None:
+    """A clear error when ``docker`` is missing or its daemon does not answer."""
+    try:
+        out = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                             timeout=30, check=False)
+    except FileNotFoundError:
+        raise GGUFPackError("docker is not installed; install it, or choose --runtime llama-cpp-python") from None
+    except subprocess.TimeoutExpired:
+        raise GGUFPackError("docker info did not answer in 30 s: is the Docker daemon healthy?") from None
+    if out.returncode != 0:
+        why = (out.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise GGUFPackError(f"docker cannot reach its daemon ({why}); start Docker, or choose another --runtime")
+
+
+def llama_cpp_python_launch(image: RunnableImage, host: str, port: int, extra: list[str], dry_run: bool) -> Launch:
+    if not dry_run and not server_extra_installed():
+        raise GGUFPackError(f"llama-cpp-python's server is not installed: {_SERVER_EXTRA_HINT}")
+    options = server_options(image, lambda path: str(image.host_path(path)), extra)
+    args, notes = llama_cpp_python_args(options)
+    argv = [sys.executable, "-m", LAUNCHER, *args, "--host", host, "--port", str(port)]
+    return Launch("llama-cpp-python", argv, host, port, "/v1/models", notes)
+
+
+def llama_server_launch(image: RunnableImage, host: str, port: int, extra: list[str], *, backend: str | None,
+                        dry_run: bool) -> Launch:
+    program = llama_server_program(backend, dry_run)
+    options = server_options(image, lambda path: str(image.host_path(path)), extra)
+    argv = [program, *llama_server_args(options), "--host", host, "--port", str(port)]
+    return Launch("llama-server", argv, host, port, "/health")
+
+
+def docker_launch(image: RunnableImage, host: str, port: int, extra: list[str], *, docker_image: str | None,
+                  dry_run: bool) -> Launch:
+    if not dry_run:
+        check_docker()
+
+    def in_container(path: str) -> str:
+        if image.split_model(path):
+            raise GGUFPackError(f"{image.name}: the docker runtime cannot serve the split model {path} yet; "
+                                "choose --runtime llama-cpp-python or llama-server")
+        return f"{CONTAINER_FILES}/{image.digest_of(path).removeprefix('sha256:')}"
+
+    options = server_options(image, in_container, extra)
+    gpus = docker_has_nvidia()
+    name = f"ggufpack-{image.short_id}-{port}"
+    published = f"[{host}]" if ":" in host else host
+    argv = [
+        "docker", "run", "--rm", "--name", name, *(["--gpus", "all"] if gpus else []),
+        "--publish", f"{published}:{port}:{CONTAINER_PORT}",
+        "--volume", f"{image.store.layout.files}:{CONTAINER_FILES}:ro",
+        docker_image or (DOCKER_IMAGE_CUDA if gpus else DOCKER_IMAGE),
+        *llama_server_args(options), "--host", "0.0.0.0", "--port", str(CONTAINER_PORT),
+    ]
+    return Launch("docker", argv, host, port, "/health", cleanup=["docker", "rm", "--force", name])
+
+
+def plan_launch(image: RunnableImage, runtime: str, *, host: str, port: int, extra: list[str],
+                backend: str | None = None, docker_image: str | None = None, dry_run: bool = False) -> Launch:
+    """The command that serves ``image`` with ``runtime`` (``auto`` resolved by :func:`choose_runtime`)."""
+    chosen = choose_runtime(runtime, backend)
+    if chosen == "llama-cpp-python":
+        return llama_cpp_python_launch(image, host, port, extra, dry_run)
+    if chosen == "llama-server":
+        return llama_server_launch(image, host, port, extra, backend=backend, dry_run=dry_run)
+    return docker_launch(image, host, port, extra, docker_image=docker_image, dry_run=dry_run)
