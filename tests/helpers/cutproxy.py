@@ -13,13 +13,14 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
+
+from .httpserver import ThreadedServer
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
-class BufferingProxy:
+class BufferingProxy(ThreadedServer):
     def __init__(self, upstream_host: str, upstream_port: int, *, cut_after: int | None = None,
                  cut_response_after: int | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
@@ -29,13 +30,11 @@ class BufferingProxy:
         self.patch_bytes = 0  # PATCH body bytes received from clients
         self.cuts = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
     def _take(self, length: int) -> int | None:
         """How many body bytes to read before cutting, or None to pass the request whole."""
@@ -98,12 +97,3 @@ class BufferingProxy:
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
 
         return Handler
-
-    def __enter__(self) -> BufferingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()

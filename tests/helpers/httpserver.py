@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Self
 
 
 @dataclass
@@ -131,18 +132,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class LoopbackHTTPServer:
-    """A ``ThreadingHTTPServer`` on an ephemeral 127.0.0.1 port, run in a daemon thread."""
+class ThreadedServer:
+    """A ``ThreadingHTTPServer`` on an ephemeral 127.0.0.1 port, served by a daemon thread during ``with``."""
 
-    def __init__(self) -> None:
-        self._state = _State()
-        handler = type("Handler", (_Handler,), {"state": self._state})
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)
 
-    def __enter__(self) -> LoopbackHTTPServer:
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -152,6 +155,14 @@ class LoopbackHTTPServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class LoopbackHTTPServer(ThreadedServer):
+    """A file server with per-test routes (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._state = _State()
+        super().__init__(type("Handler", (_Handler,), {"state": self._state}))
 
     def url(self, path: str) -> str:
         host, port = self._server.server_address[:2]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
+
+from .httpserver import ThreadedServer
 
 ISSUER = "ggufpack-test-issuer"
 SERVICE = "ggufpack-test-registry"
@@ -28,7 +28,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-class TokenServer:
+class TokenServer(ThreadedServer):
     def __init__(self, workdir: Path, user: str, password: str) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -43,13 +43,11 @@ class TokenServer:
                              capture_output=True).stdout
         self._x5c = base64.b64encode(der).decode("ascii")
         self.requests: list[dict[str, str]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        return f"http://127.0.0.1:{self.port}/token"
 
     def registry_auth_config(self) -> dict[str, object]:
         """The registry's ``auth`` section for this server."""
@@ -99,12 +97,3 @@ class TokenServer:
                 self.wfile.write(body)
 
         return Handler
-
-    def __enter__(self) -> TokenServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
