@@ -87,7 +87,7 @@ def human_age(created: str, now: datetime.datetime | None = None) -> str:
         moment = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
     except ValueError:
         return created
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     seconds = max(int((now - moment).total_seconds()), 0)
     for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= length:

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import GGUFPackError, UsageError
@@ -122,7 +122,7 @@ def _metadata(name: str, accelerator: str, final_bin: Path, source: LlamaCppSour
         "llama_cpp": {"build_number": found.build_number, "commit": found.commit, "built_with": found.built_with,
                       "source": str(source.path), "llama_cpp_python_sdist": source.sdist_version},
         "build_flags": flags, "native": not portable,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ def record(candidate: Candidate, root: Path | None = None) -> dict[str, Any]:
             write_json(path, old)
         return old
     found = probe(candidate.path)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     data: dict[str, Any] = {
         "name": candidate.name, "kind": "sideloaded", "path": str(candidate.path), "version": found.version,
         "accelerator": found.accelerator, "capabilities": sorted(found.capabilities),

@@ -30,7 +30,7 @@ def source_date_epoch(environ: Mapping[str, str] = os.environ) -> int | None:
 
 def rfc3339(epoch: int) -> str:
     """A Unix time as the UTC RFC 3339 string OCI uses (``2024-01-02T03:04:05Z``)."""
-    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

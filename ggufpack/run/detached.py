@@ -91,7 +91,7 @@ def save(home: Path, record: Detached) -> None:
 
 def record_for(run_id: str, pid: int, *, ref: str, image: str, runtime: str, url: str, log: Path,
                argv: list[str], cleanup: list[str] | None) -> Detached:
-    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return Detached(run_id, pid, process_start_time(pid), ref, image, runtime, url, str(log), argv, created, cleanup)
 
 
