@@ -88,7 +88,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     result = build(
         args.context, file=path, tags=args.tag, build_args=parse_build_args(args.build_arg), target=args.target,
         labels=parse_labels(args.label), no_cache=args.no_cache, platform=args.platform, store=store,
-        progress=progress, plain_http=args.plain_http, insecure=args.insecure,
+        progress=progress, plain_http=args.plain_http, insecure=args.insecure, backend=args.backend,
     )
     exported = result.descriptor
     if args.format == "modelpack":
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--output", action="append", default=[], metavar="type=oci,dest=DIR",
                        help="also export: type=oci,dest=DIR or type=oci-archive,dest=FILE")
     build.add_argument("--push", action="store_true", help="push the -t tags that name a registry")
+    build.add_argument("--backend", metavar="NAME",
+                       help="llama.cpp backend for QUANTIZE and IMATRIX (default: llama-cpp-python in-process)")
     build.add_argument("--format", choices=["image", "modelpack"], default="image",
                        help="what --push and --output send: the image, or its CNCF ModelPack artifact "
                             "(the store keeps the image either way)")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.builds import do_build, image_tree, open_store, write_context
-from tests.helpers.tiny_quant import CALIBRATION, read_gguf_header, tiny_checkpoint
+from tests.helpers.tiny_quant import CALIBRATION, built_tool_backend, read_gguf_header, tiny_checkpoint
 
 PACKERFILE = """\
 FROM scratch AS f16
@@ -86,3 +88,31 @@ def test_split_conversion_lands_as_shards_and_quantizes(tmp_path: Path) -> None:
     model.write_bytes(tree["m/tiny.Q8_0.gguf"][2])  # type: ignore[arg-type]
     metadata, _ = read_gguf_header(model)
     assert metadata["general.file_type"] == 7  # Q8_0, from all shards' tensors
+
+
+Q8_PACKERFILE = """\
+FROM scratch
+CONVERT --from=context --type=F16 tiny /m/tiny.F16.gguf
+QUANTIZE --type=Q8_0 /m/tiny.F16.gguf /m/tiny.Q8_0.gguf
+CMD ["-m", "/m/tiny.Q8_0.gguf"]
+"""
+
+
+def test_build_backend_choice_reruns_quantize_and_gives_the_same_image(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """--backend is part of QUANTIZE's cache key; in-process, numpy and the built llama-quantize make
+    byte-identical Q8_0 files, so the image digest does not depend on the backend."""
+    context = write_context(tmp_path / "ctx", Q8_PACKERFILE)
+    shutil.copytree(tiny_checkpoint(), context / "tiny")
+    store = open_store(tmp_path / "store")
+    inprocess = do_build(store, context)
+    numpy = do_build(store, context, backend="numpy")
+    assert [op.split(":")[1] for op in numpy.stats.run_ops] == ["QUANTIZE"]
+    assert numpy.descriptor.digest == inprocess.descriptor.digest
+    tool = built_tool_backend("quantize", monkeypatch, required=False)
+    if tool is not None:
+        built = do_build(store, context, backend=tool.name)
+        assert [op.split(":")[1] for op in built.stats.run_ops] == ["QUANTIZE"]
+        assert built.descriptor.digest == inprocess.descriptor.digest
+    again = do_build(store, context, backend="numpy")
+    assert again.stats.ops_run == 0

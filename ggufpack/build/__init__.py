@@ -47,11 +47,13 @@ def build(
     progress: Progress | None = None,
     plain_http: bool = False,
     insecure: bool = False,
+    backend: str | None = None,
 ) -> BuildResult:
     """Build the image a Packerfile describes into the store, tagging it with ``tags``.
 
     Registry images named by ``FROM`` or ``COPY --from`` are pulled when the store lacks them
-    (``plain_http``/``insecure`` as for ``pull``).
+    (``plain_http``/``insecure`` as for ``pull``). ``backend`` names the llama.cpp backend QUANTIZE and
+    IMATRIX run on (default: in-process llama-cpp-python).
     """
     context_dir = Path(context)
     if not context_dir.is_dir():
@@ -62,7 +64,8 @@ def build(
     store = store or Store.open_default()
     progress = progress or Progress("quiet")
     options = BuildOptions(no_cache=no_cache, progress=progress, source_date_epoch=source_date_epoch(),
-                           fetch_image=_puller(store, plan.platform, progress, plain_http, insecure))
+                           fetch_image=_puller(store, plan.platform, progress, plain_http, insecure),
+                           backend=backend)
     with store.lease():
         executor = Executor(store, plan, context_dir, options)
         state = executor.run()

@@ -76,6 +76,8 @@ class BuildOptions:
     source_date_epoch: int | None = None
     #: pulls a registry image that ``FROM``/``COPY --from`` names and the store lacks
     fetch_image: Callable[[str], None] | None = None
+    #: the llama.cpp backend of QUANTIZE and IMATRIX (None: in-process)
+    backend: str | None = None
 
 
 @dataclass
@@ -212,7 +214,7 @@ class Executor:
         ctx = OpContext(
             store=self.store, context_dir=self.context_dir, hash_cache=self.hash_cache, snapshot=state.snapshot,
             read_source=self._read_source, progress=self.options.progress,
-            workdir=self.workdir / f"{stage.index}.{index}", where=where,
+            workdir=self.workdir / f"{stage.index}.{index}", where=where, backend=self.options.backend,
         )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         layer_op = self._make_op(ctx, op)

@@ -21,11 +21,12 @@ from .imatrix import ImatrixOptions, compute_imatrix
 from .options import QuantizeOptions, check_options
 
 
-def backend_version(name: str | None, capability: str) -> str:
-    """The llama.cpp build id of the backend that would run (part of build cache keys)."""
+def backend_key(name: str | None, capability: str) -> dict[str, str]:
+    """Which backend would run and its llama.cpp build id: the part of QUANTIZE/IMATRIX cache keys."""
     from ..backends import resolve_backend
 
-    return resolve_backend(name, capability).version
+    backend = resolve_backend(name, capability)
+    return {"name": backend.name, "version": backend.version}
 
 
 @contextmanager

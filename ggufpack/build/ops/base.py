@@ -30,6 +30,8 @@ class OpContext:
     workdir: Path
     #: the op's own position, for messages
     where: str
+    #: the llama.cpp backend QUANTIZE and IMATRIX use (None: in-process llama-cpp-python)
+    backend: str | None = None
 
 
 @dataclass(frozen=True)

@@ -185,12 +185,12 @@ class QuantizeOp:
         self.imatrix = aux_file(ctx, source, command.imatrix, "the importance matrix") if command.imatrix else None
 
     def inputs(self) -> dict[str, Any]:
-        from ...quantize.api import backend_version
+        from ...quantize.api import backend_key
 
         return {
             "source": [f.node.to_json() for f in self.files],
             "imatrix": self.imatrix.node.to_json() if self.imatrix else None,
-            "backend": {"name": None, "version": backend_version(None, "quantize")},
+            "backend": backend_key(self.ctx.backend, "quantize"),
         }
 
     def run(self) -> Diff:
@@ -211,7 +211,7 @@ class QuantizeOp:
         out = self.ctx.workdir / "quantize-out" / posixpath.basename(clean_path(c.dest))
         self.ctx.progress.log(f"  quantizing {self.files[0].relpath} to {c.type}")
         written = quantize_model(src / posixpath.basename(self.files[0].relpath), out, options,
-                                 progress=self.ctx.progress)
+                                 backend=self.ctx.backend, progress=self.ctx.progress)
         # --keep-split: llama.cpp names the shards after dest; they go into dest's directory
         return outputs_diff(self.ctx, list(written), c.dest, "QUANTIZE")
 
@@ -225,11 +225,11 @@ class ImatrixOp:
         self.calibration = aux_file(ctx, source, command.calibration, "the calibration text")
 
     def inputs(self) -> dict[str, Any]:
-        from ...quantize.api import backend_version
+        from ...quantize.api import backend_key
 
         return {
             "model": self.model.node.to_json(), "calibration": self.calibration.node.to_json(),
-            "backend": {"name": None, "version": backend_version(None, "imatrix")},
+            "backend": backend_key(self.ctx.backend, "imatrix"),
         }
 
     def run(self) -> Diff:
@@ -241,5 +241,6 @@ class ImatrixOp:
                                  dataset_name=_in_image_name(c.calibration))
         out = self.ctx.workdir / "imatrix-out.gguf"
         self.ctx.progress.log(f"  computing the importance matrix of {self.model.relpath}")
-        make_imatrix(self.model.location, self.calibration.location, out, options, progress=self.ctx.progress)
+        make_imatrix(self.model.location, self.calibration.location, out, options, backend=self.ctx.backend,
+                     progress=self.ctx.progress)
         return output_diff(self.ctx, out, c.dest, "IMATRIX")
