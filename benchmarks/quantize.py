@@ -71,8 +71,12 @@ def quantize_tool(args: argparse.Namespace) -> Path:
     if args.tool:
         return Path(args.tool)
     from ggufpack.backends import resolve_backend
+    from ggufpack.errors import GGUFPackError
 
-    return resolve_backend(args.backend, "quantize").tool("llama-quantize")
+    try:
+        return resolve_backend(args.backend, "quantize").tool("llama-quantize")
+    except GGUFPackError as e:
+        raise SystemExit(f"{e}\n(or point --tool at a llama-quantize built from the same sources)") from None
 
 
 def main(argv: list[str] | None = None) -> int:

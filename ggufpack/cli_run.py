@@ -128,7 +128,7 @@ def _split_server_args(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``run``, ``ps`` and ``stop`` to the ``ggufpack`` parser."""
-    from .run.runtimes import RUNTIMES
+    from .run import RUNTIMES
 
     run = sub.add_parser(
         "run", help="serve an image with llama.cpp behind an OpenAI-compatible API",

@@ -8,3 +8,6 @@
 - :mod:`.detached`: records of detached servers for ``ps`` and ``stop``;
 - :mod:`.lcpp_server`: the launcher of llama-cpp-python's server with a Jinja chat template.
 """
+
+#: ``run --runtime`` choices (here, so that the CLI can offer them without importing the runtimes)
+RUNTIMES = ("auto", "llama-cpp-python", "llama-server", "docker")

@@ -20,7 +20,6 @@ from ..errors import GGUFPackError, UsageError
 from .cmdline import llama_cpp_python_args, llama_server_args, server_options
 from .image import RunnableImage
 
-RUNTIMES = ("auto", "llama-cpp-python", "llama-server", "docker")
 DOCKER_IMAGE = "ghcr.io/ggml-org/llama.cpp:server"
 DOCKER_IMAGE_CUDA = "ghcr.io/ggml-org/llama.cpp:server-cuda"
 #: where the store's ``files/sha256`` directory appears inside the container
