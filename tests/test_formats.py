@@ -14,17 +14,19 @@ from typing import Any
 
 import pytest
 
+from ggufpack.errors import GGUFPackError
 from ggufpack.gguf_info import read_header_file
 from ggufpack.images import inspect_image
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import canonical_json, sha256_digest
 from ggufpack.refs import parse_reference
-from ggufpack.registry.client import RegistryClient
+from ggufpack.registry.client import MAX_MANIFEST_SIZE, RegistryClient
 from ggufpack.registry.pull import pull_image
 from ggufpack.registry.push import push_image
 from ggufpack.registry.settings import RegistrySettings
 from ggufpack.store import Store
 from tests.helpers.builds import dangling, do_build, open_store, run_cli, sample_context, skopeo, tiny_gguf_bytes
+from tests.helpers.httpserver import LoopbackHTTPServer
 from tests.helpers.registry import LocalRegistry, registry_available
 
 pytestmark = pytest.mark.skipif(not registry_available(), reason="needs docker-registry, htpasswd and openssl")
@@ -249,3 +251,59 @@ def test_estimate_agrees_for_stored_image_registry_ref_file_and_modelpack_import
     assert json.loads(remote.out)["estimates"] == rows
     assert json.loads(from_file.out)["estimates"] == rows
     assert json.loads(imported.out)["estimates"] == rows
+
+
+# --- hostile artifacts ----------------------------------------------------------------------------
+
+
+def test_hostile_manifests_are_refused_with_clear_errors(registry, gguf_bytes, tmp_path: Path):
+    """Indexes naming indexes or unverifiable digests, descriptors without sizes, ModelPack paths out
+    of the image: each is a one-line error, and the store gets no ref."""
+    c = client(registry)
+    config = canonical_json({"rootfs": {"type": "layers", "diff_ids": []}})
+    image = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": desc(config, mt.OCI_CONFIG), "layers": []}
+    image_digest = push_raw(registry, "bad/x", "image", [config], image, mt.OCI_MANIFEST)
+
+    def index_of(digest: str, media_type: str) -> bytes:
+        return canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+            {"mediaType": media_type, "digest": digest, "size": 1,
+             "platform": {"os": "linux", "architecture": "amd64"}}
+        ]})
+
+    inner = index_of(image_digest, mt.OCI_MANIFEST)
+    c.put_manifest("bad/x", "inner", inner, mt.OCI_INDEX)
+    c.put_manifest("bad/x", "nested", index_of(sha256_digest(inner), mt.OCI_INDEX), mt.OCI_INDEX)
+    sizeless = {**image, "layers": [{"mediaType": mt.OCI_LAYER_TAR, "digest": sha256_digest(b"x")}]}
+    mp_config = canonical_json({"config": {"format": "gguf"}})
+    escaping = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": mt.MODELPACK_ARTIFACT,
+                "config": desc(mp_config, mt.MODELPACK_CONFIG),
+                "layers": [desc(gguf_bytes, mt.MODELPACK_WEIGHT_RAW, **{"org.cncf.model.filepath": "../../evil.gguf"})]}
+    push_raw(registry, "bad/x", "escaping", [mp_config, gguf_bytes], escaping, mt.OCI_MANIFEST)
+    store = open_store(tmp_path / "home")
+    for tag, message in (("nested", "nested indexes"), ("escaping", "unsafe file path")):
+        with pytest.raises(GGUFPackError, match=message):
+            pull_image(store, parse_reference(f"{registry.host}/bad/x:{tag}"), c, platform="linux/amd64")
+    # What distribution refuses to store, a hostile registry can still serve.
+    with LoopbackHTTPServer() as hostile:
+        hostile.add_file("/v2/bad/x/manifests/sha512", index_of("sha512:" + "ab" * 64, mt.OCI_MANIFEST))
+        hostile.add_file("/v2/bad/x/manifests/sizeless", canonical_json(sizeless))
+        hostile.add_file("/v2/bad/x/manifests/huge", b"{" + b" " * MAX_MANIFEST_SIZE + b"}")
+        via = RegistryClient(f"127.0.0.1:{hostile.port}", RegistrySettings(plain_http=True), None)
+        for tag, message in (("sha512", "unsupported or malformed digest"), ("sizeless", "malformed descriptor"),
+                             ("huge", "larger than")):
+            with pytest.raises(GGUFPackError, match=message):
+                pull_image(store, parse_reference(f"127.0.0.1:{hostile.port}/bad/x:{tag}"), via,
+                           platform="linux/amd64")
+    assert store.images() == []
+    assert list((store.root / "state" / "imports").iterdir()) == []
+
+
+def test_modelpack_paths_with_glob_characters_import(registry, gguf_bytes, tmp_path: Path):
+    mp_config = canonical_json({"config": {"format": "gguf"}})
+    manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": mt.MODELPACK_ARTIFACT,
+                "config": desc(mp_config, mt.MODELPACK_CONFIG),
+                "layers": [desc(gguf_bytes, mt.MODELPACK_WEIGHT_RAW, **{"org.cncf.model.filepath": "w[1]*.gguf"})]}
+    push_raw(registry, "mp/glob", "1", [mp_config, gguf_bytes], manifest, mt.OCI_MANIFEST)
+    store = open_store(tmp_path / "home")
+    pull_image(store, parse_reference(f"{registry.host}/mp/glob:1"), client(registry), platform="linux/amd64")
+    assert cmd_of(store, f"{registry.host}/mp/glob:1") == ["-m", "/w[1]*.gguf"]

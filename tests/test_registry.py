@@ -7,16 +7,24 @@ certificate. Images are built by the real build engine; what we push is read bac
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from ggufpack.build.cache import BuildCache
+from ggufpack.build.layer_index import index_layer
 from ggufpack.errors import GGUFPackError
+from ggufpack.oci import mediatypes as mt
+from ggufpack.oci.descriptor import Descriptor, sha256_digest
 from ggufpack.refs import Reference, parse_reference
 from ggufpack.registry.auth import Credentials
 from ggufpack.registry.client import RegistryClient, RegistryError
@@ -37,6 +45,7 @@ from tests.helpers.builds import (
     write_context,
 )
 from tests.helpers.cutproxy import BufferingProxy
+from tests.helpers.httpserver import LoopbackHTTPServer, ThreadedServer
 from tests.helpers.registry import LocalRegistry, registry_available
 from tests.helpers.tokenserver import TokenServer
 
@@ -414,3 +423,115 @@ def test_per_registry_settings_file(registry, built):
     finally:
         (home / "registries.json").unlink()
 
+
+
+# --- hostile or odd registries --------------------------------------------------------------------
+
+
+def _front_handler(blob_url: str, upload_url: str) -> type[BaseHTTPRequestHandler]:
+    """A registry front with basic auth that keeps nothing itself: blob GETs are redirected to
+    ``blob_url`` (as registries do to S3), uploads are opened at ``upload_url`` (another host)."""
+    expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _answer(self, status: int, **headers: str) -> None:
+            self.send_response(status)
+            for key, value in {**headers, "Content-Length": "0"}.items():
+                self.send_header(key, value)
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != expected:
+                self._answer(401, **{"WWW-Authenticate": 'Basic realm="test"'})
+            elif "/blobs/" in self.path:
+                self._answer(307, Location=blob_url)
+            else:
+                self._answer(200)
+
+        def do_POST(self) -> None:
+            if self.headers.get("Authorization") != expected:
+                self._answer(401, **{"WWW-Authenticate": 'Basic realm="test"'})
+            else:
+                self._answer(202, Location=upload_url)
+
+    return Handler
+
+
+def test_credentials_stay_with_the_registry_and_upload_urls_stay_out_of_errors():
+    data = b"the blob's bytes"
+    with LoopbackHTTPServer() as other:
+        other.add_file("/storage/blob", data)
+        other.add_status("/v2/r/blobs/uploads/u1", 500)
+        handler = _front_handler(other.url("/storage/blob"), other.url("/v2/r/blobs/uploads/u1?_state=SECRETSTATE"))
+        with ThreadedServer(handler) as front:
+            c = RegistryClient(f"127.0.0.1:{front.port}", PLAIN, Credentials(USER, PASSWORD))
+            with c.get_blob("r", sha256_digest(data)) as resp:
+                assert resp.content == data
+            location = c.start_upload("r")
+            with pytest.raises(RegistryError) as failure:
+                c.upload_offset(location)
+    # Neither the redirected download nor the upload session on another host got the password.
+    assert [r.path.split("?")[0] for r in other.requests] == ["/storage/blob", "/v2/r/blobs/uploads/u1"]
+    assert [r.headers.get("Authorization") for r in other.requests] == [None, None]
+    # The upload URL's session token is a secret too: the error names the URL without it.
+    assert "/v2/r/blobs/uploads/u1" in str(failure.value) and "SECRETSTATE" not in str(failure.value)
+
+
+def test_a_complete_partial_download_is_stored_without_asking_again(registry, built, tmp_path: Path):
+    """A pull killed after the last byte but before the blob moved in: the next pull must not ask for
+    an empty range (the registry answers 416), it checks the file and stores it."""
+    home, digest = built
+    store = Store(home)
+    push_image(store, "sample:1", ref(registry, "partial/sample:1"), client(registry))
+    biggest = max(store.read_json(digest)["layers"], key=lambda layer: layer["size"])
+    fresh = open_store(tmp_path / "fresh")
+    partial = fresh.root / "state" / "downloads" / (biggest["digest"].split(":")[1] + ".partial")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(store.read_blob(biggest["digest"]))
+    before = registry.log_text().count(f"GET /v2/partial/sample/blobs/{biggest['digest']}")
+    result = pull_image(fresh, ref(registry, "partial/sample:1"), client(registry), platform="linux/amd64")
+    assert result.digest == digest and fresh.has_blob(biggest["digest"]) and not partial.exists()
+    assert registry.log_text().count(f"GET /v2/partial/sample/blobs/{biggest['digest']}") == before
+    assert dangling(fresh) == []
+
+
+def test_two_pushes_resuming_one_upload_send_each_chunk_once(registry, big_image):
+    """Two pushes of one image from one store after a cut: the second waits for the first's upload of
+    the shared blob instead of sending the same chunks to the same session (which one of them would fail)."""
+    home, total = big_image
+    store = Store(home)
+    with BufferingProxy("127.0.0.1", registry.port, cut_after=3 * CHUNK + CHUNK // 2) as proxy:
+        target = parse_reference(f"{proxy.host}/twice/big:1")
+        with pytest.raises(RegistryError, match="cannot reach registry"):
+            push_image(store, "big:1", target, RegistryClient(proxy.host, PLAIN, None), chunk_size=CHUNK, jobs=1)
+        results: list[object] = []
+
+        def push() -> None:
+            try:
+                results.append(push_image(Store(home), "big:1", target, RegistryClient(proxy.host, PLAIN, None),
+                                          chunk_size=CHUNK, jobs=1))
+            except Exception as e:  # reported by the assertion below
+                results.append(e)
+
+        threads = [threading.Thread(target=push) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert all(not isinstance(r, Exception) for r in results), results
+    big = max(layer["size"] for layer in store.read_json(results[0].digest)["layers"])  # type: ignore[union-attr]
+    assert patch_count(registry, "twice/big") == -(-big // CHUNK) + (1 if total - big > 0 else 0)
+    assert sorted(r.stats.resumed for r in results) == [0, 1]  # type: ignore[union-attr]
+
+
+def test_a_gzip_layer_that_is_not_gzip_is_a_clear_error(tmp_path: Path):
+    store = open_store(tmp_path / "home")
+    for data in (b"not gzip at all" * 10, gzip.compress(b"\0" * 1024) + b"trailing garbage"):
+        digest, size = store.put_bytes(data)
+        with pytest.raises(GGUFPackError, match="not a valid gzip stream"):
+            index_layer(store, BuildCache(store), Descriptor(mt.OCI_LAYER_TAR_GZIP, digest, size), "sha256:" + "0" * 64)

@@ -12,7 +12,9 @@ ggufpack can build on or run.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import zlib
 from typing import BinaryIO
 
 from ..errors import GGUFPackError
@@ -67,6 +69,16 @@ def index_layer(store: Store, cache: BuildCache, descriptor: Descriptor, diff_id
         raise GGUFPackError(
             f"layer {descriptor.digest[:19]} is uncompressed but the image config gives it diff_id {diff_id[:19]}"
         )
+    try:
+        diff = _index_members(store, descriptor, diff_id, plain)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # what tarfile does not turn into its own errors
+        raise GGUFPackError(f"layer {descriptor.digest[:19]} is not a valid gzip stream ({e})") from None
+    result = LayerResult(descriptor, diff_id, diff)
+    cache.record_layer(result)
+    return result
+
+
+def _index_members(store: Store, descriptor: Descriptor, diff_id: str, plain: bool) -> Diff:
     diff: Diff = {}
     blob_path = store.blob_path(descriptor.digest)
     with blob_path.open("rb") as blob:
@@ -85,14 +97,10 @@ def index_layer(store: Store, cache: BuildCache, descriptor: Descriptor, diff_id
                 raise GGUFPackError(
                     f"layer {descriptor.digest[:19]} unpacks to {actual[:19]}, but the image config says {diff_id[:19]}"
                 )
-    result = LayerResult(descriptor, diff_id, diff)
-    cache.record_layer(result)
-    return result
+    return diff
 
 
 def _decompressed(blob: BinaryIO) -> BinaryIO:
-    import gzip
-
     return gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[return-value]
 
 

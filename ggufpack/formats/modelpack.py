@@ -132,7 +132,12 @@ def import_modelpack(store: Store, manifest_digest: str, manifest: dict[str, Any
             weights.append((int(layer["size"]), "/" + path.lstrip("/")))
     annotations = dict(manifest.get("annotations") or {})
     cmd_text = annotations.pop(CMD_ANNOTATION, "")
-    cmd = json.loads(cmd_text) if cmd_text else []
+    try:
+        cmd = json.loads(cmd_text) if cmd_text else []
+    except ValueError:
+        cmd = None
+    if not isinstance(cmd, list) or not all(isinstance(arg, str) for arg in cmd):
+        raise GGUFPackError(f"{ref_name}: the {CMD_ANNOTATION} annotation is not a JSON list of strings")
     if not cmd:
         if not weights:
             raise GGUFPackError(f"{ref_name}: the ModelPack artifact holds no GGUF weight")

@@ -66,7 +66,9 @@ def import_ollama(store: Store, manifest_digest: str, manifest: dict[str, Any], 
             try:
                 params = json.loads(store.read_blob(layer["digest"]))
             except ValueError:
-                raise GGUFPackError(f"{ref_name}: the Ollama params layer is not JSON") from None
+                params = None
+            if not isinstance(params, dict):
+                raise GGUFPackError(f"{ref_name}: the Ollama params layer is not a JSON object")
             continue
         elif media_type in _FILES:
             if media_type in present:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,8 +34,8 @@ class ImageFile:
 
 
 def _context_name(index: int, path: str) -> str:
-    # Context names are ours, not the artifact's: safe for the Packerfile whatever the artifact says.
-    return f"f{index:03d}-{posixpath.basename(path) or 'file'}".replace("$", "_")
+    # Context names are ours, not the artifact's: no expansion (``$``) nor glob (``*?[``) characters.
+    return re.sub(r"[$*?\[\]\\]", "_", f"f{index:03d}-{posixpath.basename(path) or 'file'}")
 
 
 def _check_image_path(path: str) -> str:

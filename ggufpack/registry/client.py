@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -26,6 +26,8 @@ from ggufpack.registry.settings import RegistrySettings, api_host
 
 _REPO_IN_PATH = re.compile(r"/v2/(.+?)/(?:manifests|blobs|tags)/")
 _UNSET: Any = object()
+#: the largest manifest we read (distribution refuses bigger ones too): a hostile registry cannot fill memory
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 #: (connect, read) seconds; reads are per socket read, so big blobs are fine
 TIMEOUT = (10.0, 120.0)
 USER_AGENT = "ggufpack"
@@ -36,10 +38,9 @@ Body = bytes | Callable[[], Iterable[bytes] | bytes] | None
 class RegistryError(GGUFPackError):
     """A registry refused or failed a request; ``status`` is the HTTP status (0: no answer)."""
 
-    def __init__(self, message: str, status: int = 0, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,23 @@ class Manifest:
     digest: str
 
 
-def _error_detail(resp: requests.Response) -> tuple[str, str | None]:
+def _error_detail(resp: requests.Response) -> str:
     """The registry's first error code and message, if its body is the distribution error JSON."""
     try:
         errors = resp.json().get("errors") or []
         first = errors[0]
-        return f"{first.get('code', '')}: {first.get('message', '')}".strip(": "), first.get("code")
+        return f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
     except (ValueError, AttributeError, IndexError, TypeError):
-        return (resp.reason or f"HTTP {resp.status_code}"), None
+        return resp.reason or f"HTTP {resp.status_code}"
+
+
+class _TimeoutSession(requests.Session):
+    """A session whose requests time out by default: oras-py's token request passes no timeout, and a
+    token server that never answers must not hang a push forever."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", TIMEOUT)
+        return super().request(*args, **kwargs)
 
 
 class RegistryClient:
@@ -73,7 +83,7 @@ class RegistryClient:
         self.credentials = find_credentials(registry) if credentials is _UNSET else credentials
         scheme = "http" if self.settings.plain_http else "https"
         self.base = f"{scheme}://{api_host(registry)}"
-        self.session = requests.Session()
+        self.session = _TimeoutSession()
         if self.settings.insecure:  # asked for on purpose: urllib3's warning per request would only be noise
             import urllib3
 
@@ -91,6 +101,8 @@ class RegistryClient:
         return path if path.startswith(("http://", "https://")) else urljoin(self.base + "/", path.lstrip("/"))
 
     def _auth_header(self, url: str) -> dict[str, str]:
+        if urlsplit(url)[:2] != urlsplit(self.base)[:2]:
+            return {}  # an upload Location on another host: our credentials are for this registry only
         match = _REPO_IN_PATH.search(url)
         token = self._tokens.get(match.group(1) if match else "")
         if token:
@@ -115,11 +127,12 @@ class RegistryClient:
                 resp.close()
                 raise self._auth_failure()
         if resp.status_code not in ok:
-            detail, code = _error_detail(resp)
+            detail = _error_detail(resp)
             resp.close()
+            shown = what or _without_query(url)
             if resp.status_code == 403:
-                raise RegistryError(f"{self.registry}: access denied {what or url}: {detail}", 403, code)
-            raise RegistryError(f"{self.registry}: {method} {what or url} failed: {detail}", resp.status_code, code)
+                raise RegistryError(f"{self.registry}: access denied {shown}: {detail}", 403)
+            raise RegistryError(f"{self.registry}: {method} {shown} failed: {detail}", resp.status_code)
         return resp
 
     def _send(self, method: str, url: str, headers: dict[str, str] | None, body: Body,
@@ -144,7 +157,9 @@ class RegistryClient:
             hint = " (is it an HTTP registry? pass --plain-http)" if "wrong version number" in str(e) else ""
             raise RegistryError(f"cannot reach registry {self.registry} at {self.base}: {_reason(e)}{hint}") from None
         except requests.exceptions.Timeout:
-            raise RegistryError(f"registry {self.registry} did not answer in time ({method} {url})") from None
+            raise RegistryError(
+                f"registry {self.registry} did not answer in time ({method} {_without_query(url)})"
+            ) from None
 
     def _authenticate(self, resp: requests.Response, url: str) -> None:
         challenge = resp.headers.get("WWW-Authenticate", "")
@@ -192,22 +207,19 @@ class RegistryClient:
         self.request("GET", "/v2/", what="/v2/")
 
     def get_manifest(self, repository: str, reference: str, accept: Iterable[str]) -> Manifest:
-        resp = self.request("GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(accept)},
-                            what=f"manifest {repository}:{reference}")
-        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         from ggufpack.oci.descriptor import sha256_digest
+        from ggufpack.store.layout import digest_hex
 
-        data = resp.content
+        if ":" in reference:
+            digest_hex(reference)  # a digest we cannot verify (sha512:...) is refused, not trusted
+        resp = self.request("GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(accept)},
+                            stream=True, what=f"manifest {repository}:{reference}")
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        data = self._read_at_most(resp, MAX_MANIFEST_SIZE, f"manifest {repository}:{reference}")
         digest = sha256_digest(data)
-        if reference.startswith("sha256:") and digest != reference:
+        if ":" in reference and digest != reference:
             raise RegistryError(f"{self.registry}: manifest {repository}@{reference} came back with digest {digest}")
         return Manifest(data, media_type, digest)
-
-    def manifest_exists(self, repository: str, reference: str, accept: Iterable[str]) -> bool:
-        resp = self.request("HEAD", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(accept)},
-                            ok=(200, 404))
-        resp.close()
-        return resp.status_code == 200
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         resp = self.request("PUT", f"/v2/{repository}/manifests/{reference}", headers={"Content-Type": media_type},
@@ -228,6 +240,30 @@ class RegistryClient:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         return self.request("GET", f"/v2/{repository}/blobs/{digest}", headers=headers, stream=True, ok=(200, 206),
                             what=f"blob {digest[:19]}")
+
+    def read_blob(self, repository: str, digest: str, size: int) -> bytes:
+        """A small blob (a config) read whole, refused if the registry sends more than ``size`` bytes or
+        bytes that do not hash to ``digest``."""
+        from ggufpack.oci.descriptor import sha256_digest
+
+        data = self._read_at_most(self.get_blob(repository, digest), size, f"blob {digest[:19]}")
+        if sha256_digest(data) != digest:
+            raise RegistryError(f"{self.registry}: blob {repository}@{digest} does not match its digest")
+        return data
+
+    def _read_at_most(self, resp: requests.Response, limit: int, what: str) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        with resp:
+            try:
+                for chunk in resp.iter_content(64 * 1024):
+                    total += len(chunk)
+                    if total > limit:
+                        raise RegistryError(f"{self.registry}: {what} is larger than {limit} bytes; refused")
+                    chunks.append(chunk)
+            except requests.exceptions.RequestException as e:
+                raise RegistryError(f"{self.registry}: reading {what} failed: {_reason(e)}") from None
+        return b"".join(chunks)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Ask the registry to link a blob from another repository; True when it did."""
@@ -284,9 +320,14 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
+def _without_query(url: str) -> str:
+    """``url`` fit for a message: the query of an upload URL (``_state=...``) is a session secret."""
+    return url.split("?", 1)[0]
+
+
 def _reason(exc: BaseException) -> str:
     """The innermost cause of a requests/urllib3 error, without the URL soup."""
-    text = str(exc)
+    text = re.sub(r"\?\S*", "?...", str(exc))  # no query strings: upload URLs carry session tokens
     for marker in ("Connection refused", "Name or service not known", "certificate verify failed",
                    "wrong version number", "Connection reset", "timed out", "Temporary failure in name resolution"):
         if marker in text:

@@ -31,6 +31,7 @@ from ggufpack.registry.client import Manifest, RegistryClient
 from ggufpack.registry.download import fetch_blob
 from ggufpack.registry.known_blobs import KnownBlobs
 from ggufpack.store import Store
+from ggufpack.store.layout import digest_hex
 
 JOBS = 4
 
@@ -91,8 +92,10 @@ def fetch_manifest(client: RegistryClient, ref: Reference, platform: str) -> tup
     parsed = _parse(top, ref)
     if top.media_type in mt.INDEX_TYPES or "manifests" in parsed:
         child = select_platform(parsed, platform, str(ref))
-        top = client.get_manifest(ref.repository, str(child["digest"]), mt.MANIFEST_TYPES)
+        top = client.get_manifest(ref.repository, str(child.get("digest")), mt.MANIFEST_TYPES)
         parsed = _parse(top, ref)
+        if top.media_type in mt.INDEX_TYPES or "manifests" in parsed:
+            raise GGUFPackError(f"{ref}: the index for {platform} names another index; nested indexes are not pulled")
     if not top.media_type:
         top = Manifest(top.data, str(parsed.get("mediaType") or mt.OCI_MANIFEST), top.digest)
     return top, parsed
@@ -101,19 +104,15 @@ def fetch_manifest(client: RegistryClient, ref: Reference, platform: str) -> tup
 def inspect_remote(client: RegistryClient, ref: Reference, platform: str) -> RemoteImage:
     """Manifest and config of a registry image: two small requests, never the weights."""
     manifest, parsed = fetch_manifest(client, ref, platform)
-    config_desc = parsed.get("config") or {}
+    config_desc = manifest_blobs(parsed, str(ref))[0]
     config: dict[str, Any] = {}
-    if config_desc.get("digest") and int(config_desc.get("size", 0)) <= 64 * 1024 * 1024:
-        resp = client.get_blob(ref.repository, config_desc["digest"])
-        data = resp.content
-        from ggufpack.oci.descriptor import sha256_digest
-
-        if sha256_digest(data) != config_desc["digest"]:
-            raise GGUFPackError(f"{ref}: the config blob does not match its digest")
+    if config_desc.size <= 64 * 1024 * 1024:
+        data = client.read_blob(ref.repository, config_desc.digest, config_desc.size)
         try:
             config = json.loads(data) if data.strip() else {}
         except ValueError:
             config = {}
+        config = config if isinstance(config, dict) else {}
     return RemoteImage(ref, manifest, parsed, config, artifact_format(parsed))
 
 
@@ -122,9 +121,26 @@ def _parse(manifest: Manifest, ref: Reference) -> dict[str, Any]:
         parsed = json.loads(manifest.data)
     except ValueError:
         raise GGUFPackError(f"{ref}: the registry's manifest is not JSON") from None
-    if not isinstance(parsed, dict) or parsed.get("schemaVersion") != 2:
-        raise GGUFPackError(f"{ref}: unsupported manifest (schema version {parsed.get('schemaVersion')!r})")
+    version = parsed.get("schemaVersion") if isinstance(parsed, dict) else None
+    if version != 2:
+        raise GGUFPackError(f"{ref}: unsupported manifest (schema version {version!r})")
     return parsed
+
+
+def manifest_blobs(parsed: dict[str, Any], name: str) -> list[Descriptor]:
+    """The config and the layers of a manifest, checked: a malformed one is an error, never a traceback."""
+    config, layers = parsed.get("config"), parsed.get("layers") or []
+    if not isinstance(config, dict) or not isinstance(layers, list):
+        raise GGUFPackError(f"{name}: the manifest has no config descriptor or its layers are not a list")
+    try:
+        blobs = [Descriptor.from_json(d) for d in [config, *layers]]
+        for blob in blobs:
+            digest_hex(blob.digest)
+            if blob.size < 0 or not isinstance(blob.media_type, str):
+                raise ValueError(f"size {blob.size!r}, media type {blob.media_type!r}")
+    except (KeyError, TypeError, ValueError, AttributeError, GGUFPackError) as e:
+        raise GGUFPackError(f"{name}: the manifest has a malformed descriptor ({e})") from None
+    return blobs
 
 
 def fetch_blobs(store: Store, client: RegistryClient, repository: str, blobs: list[Descriptor],
@@ -145,7 +161,10 @@ def fetch_blobs(store: Store, client: RegistryClient, repository: str, blobs: li
 def _store_image(store: Store, manifest: Manifest, parsed: dict[str, Any], ref_name: str) -> None:
     """Record the layers of a pulled image, store its manifest bytes, then move the ref."""
     config = store.read_json(parsed["config"]["digest"])
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list):
+        raise GGUFPackError(f"{ref_name}: the image config has no rootfs.diff_ids list")
     layers = parsed.get("layers") or []
     if len(diff_ids) != len(layers):
         raise GGUFPackError(f"{ref_name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}")
@@ -168,7 +187,7 @@ def pull_image(store: Store, ref: Reference, client: RegistryClient, *, platform
     with store.lease():
         manifest, parsed = fetch_manifest(client, ref, platform)
         kind = artifact_format(parsed)
-        blobs = [Descriptor.from_json(d) for d in [parsed.get("config"), *(parsed.get("layers") or [])] if d]
+        blobs = manifest_blobs(parsed, ref_name)
         progress.log(f"pulling {ref_name} ({kind}, {len(blobs)} blob(s), {sum(b.size for b in blobs)} bytes)")
         fetch_blobs(store, client, ref.repository, blobs, progress, stats, jobs)
         if kind == "image":

@@ -23,6 +23,7 @@ import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from ggufpack.refs import Reference
 from ggufpack.registry.client import RegistryClient, RegistryError
 from ggufpack.registry.known_blobs import KnownBlobs
 from ggufpack.store import Store
+from ggufpack.store.locking import locked
 
 #: bytes per PATCH: what a resumed push may have to send again at most
 CHUNK_SIZE = 64 * 1024 * 1024
@@ -108,8 +110,11 @@ class _UploadState:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
-    def save(self, location: str, offset: int) -> None:
+    def lock(self) -> AbstractContextManager[bool]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        return locked(self.path.with_suffix(".lock"))
+
+    def save(self, location: str, offset: int) -> None:
         tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({"location": location, "offset": offset}), encoding="utf-8")
         os.replace(tmp, self.path)
@@ -150,10 +155,7 @@ class Pusher:
 
     def push_blob(self, blob: Descriptor, bar: Bar) -> None:
         digest = blob.digest
-        if self.client.blob_size(self.repository, digest) == blob.size:
-            self.stats.add(skipped=1)
-            bar.update(blob.size)
-            self.known.add(self.client.registry, self.repository, digest)
+        if self._already_there(blob, bar):
             return
         for source in self.known.repositories(self.client.registry, digest):
             if source != self.repository and self._try_mount(digest, source):
@@ -161,8 +163,23 @@ class Pusher:
                 bar.update(blob.size)
                 self.known.add(self.client.registry, self.repository, digest)
                 return
-        self._upload(blob, bar)
+        state = _UploadState(self.store, self.client.registry, self.repository, digest)
+        # Another push of this blob to this repository (same store) would PATCH the same saved session at the
+        # same offsets, and one of them would fail: the second waits, then finds the blob there.
+        with state.lock():
+            if self._already_there(blob, bar):
+                state.clear()
+                return
+            self._upload(blob, bar, state)
         self.known.add(self.client.registry, self.repository, digest)
+
+    def _already_there(self, blob: Descriptor, bar: Bar) -> bool:
+        if self.client.blob_size(self.repository, blob.digest) != blob.size:
+            return False
+        self.stats.add(skipped=1)
+        bar.update(blob.size)
+        self.known.add(self.client.registry, self.repository, blob.digest)
+        return True
 
     def _try_mount(self, digest: str, source: str) -> bool:
         try:
@@ -172,9 +189,8 @@ class Pusher:
                 return False  # no access to the source repository: upload instead
             raise
 
-    def _upload(self, blob: Descriptor, bar: Bar) -> None:
+    def _upload(self, blob: Descriptor, bar: Bar, state: _UploadState) -> None:
         path = self.store.blob_path(blob.digest)
-        state = _UploadState(self.store, self.client.registry, self.repository, blob.digest)
         location, offset = state.load(), 0
         if location is not None:
             try:
