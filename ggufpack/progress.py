@@ -7,6 +7,7 @@ Modules that move bytes (downloads, hashing, layer packing, conversion) take a `
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -19,6 +20,18 @@ class Bar(Protocol):
 class _NullBar:
     def update(self, n: int) -> None:
         pass
+
+
+class _LockedBar:
+    """A bar that several threads may update (parallel pushes and pulls): tqdm's counter is not atomic."""
+
+    def __init__(self, bar: Bar) -> None:
+        self._bar = bar
+        self._lock = threading.Lock()
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self._bar.update(n)
 
 
 class Progress:
@@ -48,7 +61,7 @@ class Progress:
             total=total, desc=description, unit=unit, unit_scale=unit == "B", unit_divisor=1024,
             file=sys.stderr, leave=False, dynamic_ncols=True,
         ) as bar:
-            yield bar
+            yield _LockedBar(bar)
 
 
 QUIET = Progress("quiet")
