@@ -123,6 +123,15 @@ def test_quantized_v_cache_needs_flash_attention() -> None:
         resolve([], {"cache_type_k": "q7_9"})
 
 
+@pytest.mark.parametrize(("split", "message"), [
+    ("inf,1", "must be finite"), ("nan", "must be finite"), ("0,0", "not all 0"), (",".join(["1"] * 16), "at most 15"),
+])
+def test_tensor_split_from_cmd_is_checked(split: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        resolve(["-ts", split], {})
+    assert len(resolve(["-ts", ",".join(["1"] * 15)], {}).tensor_split) == 15
+
+
 def test_config_without_model_is_a_clear_error() -> None:
     with pytest.raises(GGUFPackError, match="names no model"):
         from_config({"config": {"Cmd": []}}, "img")

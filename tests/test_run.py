@@ -137,6 +137,25 @@ def test_detached_embedding_server_ps_and_stop(home: Path) -> None:
     assert not list((home / "state" / "run").glob(f"{run_id}.*"))
 
 
+@pytest.mark.slow
+def test_api_key_server_is_found_ready_whatever_the_proxy_settings(home: Path) -> None:
+    """With ``--api-key`` llama-cpp-python's server answers 401 on every route, its health check's too;
+    and an ``http_proxy`` of the environment must not take the loopback health check elsewhere."""
+    port, dead = free_port(), free_port()
+    proxy = f"http://127.0.0.1:{dead}"
+    started = run_cli(["run", "embed:1", "-d", "-p", str(port), "--timeout", "60", "--", "--api-key", "s3cret"],
+                      home, timeout=120, http_proxy=proxy, HTTP_PROXY=proxy, no_proxy="", NO_PROXY="")
+    try:
+        assert started.code == 0, started.err
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="s3cret")
+        assert len(client.embeddings.create(model="bert", input=["key"]).data[0].embedding) == 64
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong").models.list()
+    finally:
+        assert run_cli(["stop", "all"], home).code == 0
+    assert _wait_gone(home) == []
+
+
 def test_port_in_use_is_refused_before_starting(home: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -192,6 +192,27 @@ def test_llama_cpp_python_refuses_what_it_cannot_honour(args: list[str], message
     assert "--runtime llama-server" in str(caught.value) or "unknown cache type" in str(caught.value)
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rope-scale"], "--rope-scale takes one number above 0"),
+    (["--rope-scale", "x"], "--rope-scale takes one number above 0"),
+    (["--rope-scale", "0"], "--rope-scale takes one number above 0"),
+    (["--rope-scale", "inf"], "--rope-scale takes one number above 0"),
+    (["-ts"], "-ts takes one value"),
+    (["--lora-scaled", "/l.gguf", "x"], "at scale 1 only"),
+])
+def test_malformed_values_are_usage_errors(args: list[str], message: str) -> None:
+    with pytest.raises(GGUFPackError, match=message):
+        llama_cpp_python_args(parse_options(["-m", "/m", *args]))
+
+
+def test_malformed_extra_argument_is_an_error_not_a_traceback(
+        image: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, _ = image
+    result = cli_main(["run", "chat:1", "--dry-run", "--runtime", "llama-cpp-python", "--", "--rope-scale", "0"],
+                      home, capsys, monkeypatch)
+    assert result.code == 2 and result.err.startswith("error: server argument --rope-scale") and result.out == ""
+
+
 def test_projector_selects_the_multimodal_handler() -> None:
     args, _ = llama_cpp_python_args(parse_options(["-m", "/m", "--mmproj", "/p"]))
     assert args == ["--model", "/m", "--clip_model_path", "/p", "--chat_format", "mtmd"]

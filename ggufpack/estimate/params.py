@@ -11,6 +11,7 @@ that fits; estimated as all of them), mmap on, KV offload on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +22,9 @@ from ggufpack.errors import UsageError
 
 ALL_LAYERS = -1
 """``gpu_layers`` value meaning every layer (llama.cpp's ``-ngl all``/``auto``, or any negative number)."""
+
+MAX_DEVICES = 16
+"""llama.cpp's ``llama_max_devices()``: ``--tensor-split`` must list fewer proportions than that."""
 
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 """Cache types llama-server accepts for ``-ctk``/``-ctv``."""
@@ -100,8 +104,10 @@ def _split(v: str) -> tuple[float, ...]:
         parts = tuple(float(x) for x in v.replace("/", ",").split(","))
     except ValueError:
         raise UsageError(f"tensor split {v!r}: write proportions such as 3,1") from None
-    if not parts or any(p < 0 for p in parts) or not sum(parts) > 0:
-        raise UsageError(f"tensor split {v!r}: proportions must be >= 0 and not all 0")
+    if not parts or any(not (0 <= p < math.inf) for p in parts) or not sum(parts) > 0:
+        raise UsageError(f"tensor split {v!r}: proportions must be finite, >= 0 and not all 0")
+    if len(parts) >= MAX_DEVICES:
+        raise UsageError(f"tensor split {v!r}: llama.cpp takes at most {MAX_DEVICES - 1} proportions")
     return parts
 
 

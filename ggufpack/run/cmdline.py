@@ -10,6 +10,7 @@ what that server cannot honour. Arguments stay a list from CMD to ``exec``: noth
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -231,6 +232,14 @@ def _ggml_type(option: Option) -> str:
         raise _llama_cpp_python_error(option, "an unknown cache type") from None
 
 
+def _number(option: Option, index: int = 0) -> float:
+    """Value ``index`` of ``option`` as a number; NaN when it is missing or not a number."""
+    try:
+        return float(option.values[index])
+    except (IndexError, ValueError):
+        return math.nan
+
+
 def _gpu_layers(option: Option) -> str:
     value = option.values[0] if option.values else ""
     if value == "all":
@@ -271,6 +280,8 @@ class _Translation:
         elif name in ("-sm", "--split-mode"):
             self.set("split_mode", str(_choice(option, _SPLIT_MODES)))
         elif name in ("-ts", "--tensor-split"):
+            if len(values) != 1:
+                raise UsageError(f"server argument {name} takes one value (proportions such as 3,1)")
             self.set("tensor_split", *values[0].replace("/", ",").split(","))
         elif name in ("-fa", "--flash-attn"):
             if values and values[0].lower() == "auto":
@@ -284,13 +295,16 @@ class _Translation:
         elif name == "--rope-scaling":
             self.set("rope_scaling_type", str(_choice(option, _ROPE_SCALING)))
         elif name == "--rope-scale":
-            self.set("rope_freq_scale", repr(1.0 / float(values[0])))
+            scale = _number(option)
+            if not (math.isfinite(scale) and scale > 0):
+                raise UsageError(f"server argument {name} takes one number above 0")
+            self.set("rope_freq_scale", repr(1.0 / scale))
         elif name == "--override-kv":
             self.kv_overrides.extend(values)
         elif name == "--numa":
             self.set("numa", "true")
         elif name in ("--lora", "--lora-scaled"):
-            if name == "--lora-scaled" and float(values[1]) != 1.0:
+            if name == "--lora-scaled" and _number(option, 1) != 1.0:
                 raise _llama_cpp_python_error(option, "it applies an adapter at scale 1 only")
             self.loras.append(values[0])
         elif name == _TEMPLATE:

@@ -81,11 +81,19 @@ def start(launch: Launch, log: Path | None = None) -> subprocess.Popen[bytes]:
             out.close()
 
 
+#: straight to the server: an ``http_proxy`` in the environment must not carry a loopback health check away
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _answers(url: str) -> bool:
+    """Does the server answer as ready? 200, or 401/403 from a server whose CMD sets ``--api-key``
+    (llama-cpp-python guards every route; it only listens once its model is loaded)."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with _DIRECT.open(url, timeout=2) as response:
             return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):  # not listening yet, or 503 while llama-server loads
+    except urllib.error.HTTPError as exc:  # 503 while llama-server loads
+        return exc.code in (401, 403)
+    except (urllib.error.URLError, OSError):  # not listening yet
         return False
 
 
