@@ -125,6 +125,49 @@ def test_install_refusals(home: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     assert not (home / "backends").exists()
 
 
+def test_install_that_waited_for_another_one_does_not_build_again(home: Path, tmp_path: Path):
+    """Two installs of one variant: the second waits for the first's lock, then finds it installed."""
+    import threading
+
+    from ggufpack.store.locking import locked
+
+    if missing_toolchain("cpu"):
+        pytest.skip("no cmake or C/C++ compiler")
+    tree = tmp_path / "llama.cpp"
+    (tree / "tools" / "quantize").mkdir(parents=True)
+    (tree / "CMakeLists.txt").write_text("this is not CMake: a build would fail on it\n")
+    backends = home / "backends"
+    backends.mkdir(parents=True)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            install("llama.cpp-cpu", source=tree)
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    with locked(backends / ".build-llama.cpp-cpu.lock"):  # the first install, building
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(2.0)  # it waits for the lock
+        assert waiting.is_alive()
+        (backends / "llama.cpp-cpu" / "bin").mkdir(parents=True)  # the first one finishes
+    waiting.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], GGUFPackError), errors
+    assert "installed in" in str(errors[0]) and "cmake" not in str(errors[0])
+    assert not (backends / ".build-llama.cpp-cpu").exists() and not list(backends.glob(".install-*"))
+
+
+def test_a_damaged_sdist_archive_is_a_clear_error_and_leaves_nothing(tmp_path: Path):
+    from ggufpack.backends.source import _extract
+
+    archive = tmp_path / "llama_cpp_python-0.0.1.tar.gz"
+    archive.write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    with pytest.raises(GGUFPackError, match=r"cannot extract .*delete it"):
+        _extract(archive, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
+
+
 # --- sideloading a real build from a read-only directory ----------------------------------------
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
@@ -189,6 +232,9 @@ def test_backends_add_and_remove(home: Path, readonly_tools: Path, capsys: pytes
     backend = resolve_backend("distro", "imatrix")
     assert isinstance(backend, Backend) and backend.kind == "sideloaded"
     assert cli.main(["backends", "add", str(readonly_tools.parent)]) == 2  # no tools there
+    for reserved in ("numpy", "llama-cpp-python", "llama.cpp"):  # such a backend could never be used nor removed
+        assert cli.main(["backends", "add", str(readonly_tools), "--name", reserved]) == 2
+        assert "keeps for itself" in capsys.readouterr().err
     capsys.readouterr()
     assert cli.main(["backends", "remove", "distro"]) == 0
     assert "will be found again" not in capsys.readouterr().out

@@ -14,7 +14,7 @@ import gguf
 import numpy as np
 import pytest
 
-from ggufpack.errors import UsageError
+from ggufpack.errors import GGUFPackError, UsageError
 from ggufpack.quantize.api import make_imatrix
 from ggufpack.quantize.imatrix import ImatrixOptions
 from ggufpack.quantize.imatrix_file import load_imatrix
@@ -85,6 +85,21 @@ def test_too_little_text_and_bad_sizes_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--ctx-size"):
         make_imatrix(tiny_f16(), short, tmp_path / "x.imatrix", ImatrixOptions(ctx_size=0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.txt"]
+
+
+def test_an_error_inside_the_evaluation_callback_stops_it_cleanly(tmp_path: Path) -> None:
+    """A model whose activations are NaN: the callback's exception reaches the caller and no file is left."""
+    broken = tmp_path / "nan.gguf"
+    broken.write_bytes(tiny_f16().read_bytes())
+    reader = gguf.GGUFReader(broken, "r+")
+    norm = next(t for t in reader.tensors if t.name == "blk.0.attn_norm.weight")
+    norm.data[:] = np.nan
+    reader.data.flush()
+    del reader, norm
+    with pytest.raises(GGUFPackError, match=r"non-finite activations in blk\.0\.attn_"):
+        make_imatrix(broken, calibration_file(tmp_path), tmp_path / "x.imatrix",
+                     ImatrixOptions(chunks=2, ctx_size=CTX, threads=2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.txt", "nan.gguf"]
 
 
 def test_matches_the_llama_imatrix_tool(tmp_path: Path, imatrix: Path,

@@ -6,6 +6,7 @@ Tensor types are read back from the GGUF headers. Bad option syntax is a UsageEr
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ggufpack.errors import GGUFPackError, UsageError
 from ggufpack.quantize.api import quantize_model
 from ggufpack.quantize.imatrix_file import load_imatrix, quantize_weights
 from ggufpack.quantize.options import QuantizeOptions, parse_override_kv, parse_tensor_type
-from ggufpack.quantize.tool import quantize_args
+from ggufpack.quantize.tool import quantize_args, run_tool
 from tests.helpers.tiny_quant import built_tool_backend, read_gguf_header, tensor_type_names, tiny_f16, tiny_imatrix
 
 
@@ -121,6 +122,22 @@ def test_keep_split_names_shards_like_the_tool(tmp_path: Path) -> None:
                                                                                  keep_split=True))
     assert [p.name for p in written] == ["split-00001-of-00001.gguf"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["split-00001-of-00001.gguf"]
+    # glob characters in the name are part of it, not a pattern
+    written = quantize_model(tiny_f16(), tmp_path / "a[1].gguf", QuantizeOptions(type="Q8_0", threads=2,
+                                                                               keep_split=True))
+    assert [p.name for p in written] == ["a[1]-00001-of-00001.gguf"]
+
+
+def test_output_that_cannot_be_a_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ggufpack.cli import main
+
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "plain").write_text("x")
+    for dest, message in ((tmp_path / "outdir", "is a directory"), (tmp_path / "plain" / "q.gguf", "cannot write")):
+        assert main(["quantize", str(tiny_f16()), str(dest), "Q8_0", "-q"]) == 1
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir", "plain"]
+    assert list((tmp_path / "outdir").iterdir()) == []
 
 
 @pytest.mark.parametrize("options, message", [
@@ -175,6 +192,39 @@ def test_in_process_and_tool_give_identical_bytes(tmp_path: Path, monkeypatch: p
     (ours,) = quantize_model(tiny_f16(), tmp_path / "ours.gguf", options)
     (theirs,) = quantize_model(tiny_f16(), tmp_path / "theirs.gguf", options, backend=backend.name)
     assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_tool_finds_an_imatrix_named_relative_to_the_current_directory(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tool runs in a private directory: a ``../`` path given on the command line must still reach the file."""
+    backend = built_tool_backend("quantize", monkeypatch)
+    (tmp_path / "im.gguf").write_bytes(tiny_imatrix().read_bytes())
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    (out,) = quantize_model(tiny_f16(), Path("out.gguf"), QuantizeOptions(type="Q4_K_M", threads=2,
+                                                                          imatrix=Path("../im.gguf")),
+                            backend=backend.name)
+    assert read_gguf_header(out)[0]["quantize.imatrix.file"] == str(tmp_path / "im.gguf")
+
+
+def test_an_interrupted_tool_is_killed(tmp_path: Path) -> None:
+    """Interrupted while a tool runs (a signal to ggufpack alone), the tool does not live on."""
+    import signal
+    import threading
+    import time
+
+    pid_file = tmp_path / "pid"
+
+    def interrupt() -> None:
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_tool(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"], cwd=tmp_path, what="sleep")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # killed and reaped
 
 
 def test_numpy_backend_gives_the_in_process_bytes(tmp_path: Path) -> None:

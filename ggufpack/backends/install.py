@@ -148,6 +148,8 @@ def install(name: str, *, source: Path | None = None, jobs: int | None = None, f
     build = target_root / f".build-{variant}"  # kept when a step fails, so that the next attempt resumes it
     with locked(target_root / f".build-{variant}.lock"), \
             tempfile.TemporaryDirectory(prefix=f".install-{variant}-", dir=target_root) as temp_name:
+        if final.exists() and not force:  # another install held the lock and finished: no build for nothing
+            raise GGUFPackError(f"{variant} was installed in {final} while this install waited; --force replaces it")
         temp = Path(temp_name)
         _reuse_or_reset(build, tree, flags)
         built_bin = _compile(tree, build, flags, jobs or os.cpu_count() or 1, progress)

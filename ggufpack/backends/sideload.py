@@ -110,8 +110,12 @@ def forget(name: str, root: Path | None = None) -> bool:
 def add(directory: Path, name: str | None = None, root: Path | None = None) -> dict[str, Any]:
     """Configure ``directory`` as a sideload directory (optionally under ``name``); its fresh record."""
     from ..errors import UsageError
+    from . import IN_PROCESS, META
+    from .registry import FALLBACK
     from .state import check_name, save_configured_dirs
 
+    if name in (IN_PROCESS, FALLBACK, META):  # those names never reach a sideloaded backend
+        raise UsageError(f"{name!r} is a name ggufpack keeps for itself; pick another --name")
     real = directory.expanduser().resolve()
     if not real.is_dir() or not present_tools(real):
         raise UsageError(f"{directory} holds none of llama-quantize, llama-imatrix, llama-server")

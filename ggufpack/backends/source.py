@@ -8,6 +8,7 @@ quantize to the same bytes). The sdist is fetched once with pip into a cache dir
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -86,10 +87,18 @@ def _extract(archive: Path, into: Path) -> Path:
     if final.is_dir():
         return final
     temp = into / f".{top}.extracting-{os.getpid()}"
-    with tarfile.open(archive) as tar:
-        tar.extractall(temp, filter="data")
-    os.replace(temp / top, final)
-    temp.rmdir()
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(temp, filter="data")
+        try:
+            os.replace(temp / top, final)
+        except OSError:
+            if not final.is_dir():  # else a concurrent install extracted it first
+                raise
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise GGUFPackError(f"cannot extract {archive} ({exc}): delete it and run the command again") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     return final
 
 

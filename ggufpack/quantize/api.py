@@ -32,8 +32,14 @@ def backend_key(name: str | None, capability: str) -> dict[str, str]:
 @contextmanager
 def _staging(dest: Path) -> Iterator[Path]:
     """A private directory beside ``dest`` to write into; removed with whatever was left in it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+    if dest.is_dir():
+        raise GGUFPackError(f"{dest} is a directory: give the output a file name")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent)
+    except OSError as exc:
+        raise GGUFPackError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    with staging as tmp:
         yield Path(tmp)
 
 

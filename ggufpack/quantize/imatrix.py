@@ -80,6 +80,8 @@ class _Collector:
         import llama_cpp
 
         def callback(tensor: int, ask: bool, _user: Any) -> bool:
+            if self.error is not None:  # the batch is lost anyway: look at nothing more
+                return False
             try:
                 ptr = ctypes.cast(tensor, ctypes.POINTER(ggml.GGMLTensor))
                 return self._ask(ptr.contents) if ask else self._collect(ptr.contents)
@@ -244,10 +246,11 @@ def _run(model: Any, text: str, collector: _Collector, out: Path, options: Imatr
                 llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
                 for start in range(0, n_ctx, n_batch):
                     _fill_batch(batch, tokens, bos, first, n_seq_batch, n_ctx, start, min(n_ctx - start, n_batch))
-                    if llama_cpp.llama_decode(ctx, batch) != 0:
-                        raise GGUFPackError("llama.cpp failed to evaluate the calibration text")
-                    if collector.error is not None:
+                    status = llama_cpp.llama_decode(ctx, batch)
+                    if collector.error is not None:  # the cause, when the callback made the evaluation stop
                         raise collector.error
+                    if status != 0:
+                        raise GGUFPackError("llama.cpp failed to evaluate the calibration text")
                 bar.update(n_seq_batch)
     finally:
         llama_cpp.llama_batch_free(batch)

@@ -11,6 +11,7 @@ point into is kept referenced until the call returns.
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
 from collections.abc import Iterator
@@ -29,19 +30,6 @@ KEY_IMATRIX_ENTRIES = "quantize.imatrix.entries_count"
 KEY_IMATRIX_CHUNKS = "quantize.imatrix.chunks_count"
 #: what llama.cpp's log says when a tensor's type needs an importance matrix and none was given
 _NEEDS_IMATRIX = ("requires an imatrix", "Missing importance matrix")
-
-
-def llama_cpp_version() -> str:
-    """The llama-cpp-python version (part of cache keys: another llama.cpp, other bytes)."""
-    import llama_cpp
-
-    return str(llama_cpp.__version__)
-
-
-def split_output_paths(dest: Path, n_split: int) -> list[Path]:
-    """Where llama.cpp writes ``--keep-split`` shards for ``dest`` (``.gguf`` dropped, as the tool does)."""
-    prefix = str(dest)[: -len(".gguf")] if str(dest).endswith(".gguf") else str(dest)
-    return [Path(f"{prefix}-{i + 1:05d}-of-{n_split:05d}.gguf") for i in range(n_split)]
 
 
 def _kv_array(overrides: list[KvOverride]) -> Any:
@@ -170,8 +158,9 @@ def output_files(dest: Path, keep_split: bool) -> list[Path]:
     """The files a quantization to ``dest`` wrote (``--keep-split``: the shards llama.cpp names after it)."""
     if not keep_split:
         return [dest] if dest.exists() else []
-    prefix = split_output_paths(dest, 1)[0].name.removesuffix("-00001-of-00001.gguf")
-    return sorted(p for p in dest.parent.glob(f"{prefix}-?????-of-?????.gguf"))
+    # llama.cpp names them <dest less .gguf>-NNNNN-of-NNNNN.gguf; the name may hold glob characters
+    prefix = glob.escape(dest.name.removesuffix(".gguf"))
+    return sorted(dest.parent.glob(f"{prefix}-?????-of-?????.gguf"))
 
 
 def quantize_failure(source_name: str, qtype: str, log: str) -> GGUFPackError:

@@ -71,7 +71,11 @@ def imatrix_args(tool: Path, model: Path, calibration_arg: str, out: Path, optio
 
 
 def _named_as(path: Path, name: str | None, workdir: Path) -> str:
-    """The argument that names ``path`` as ``name`` (default: the path as given) when the tool runs in ``workdir``."""
+    """The argument that names ``path`` as ``name`` (default: the path as given) when the tool runs in ``workdir``.
+
+    A relative name is linked in ``workdir``; one that climbs out with ``..`` cannot be, and neither can
+    an absolute name of another file: the tool then gets (and records) the absolute path.
+    """
     name = str(path) if name is None else name
     relative = PurePosixPath(name)
     if relative.parts and not relative.is_absolute() and ".." not in relative.parts:
@@ -79,7 +83,8 @@ def _named_as(path: Path, name: str | None, workdir: Path) -> str:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(path.resolve())
         return name
-    return name if Path(name).resolve() == path.resolve() else str(path.resolve())
+    # the tool runs in ``workdir``: only an absolute name still reaches the file there
+    return name if relative.is_absolute() and Path(name).resolve() == path.resolve() else str(path.resolve())
 
 
 def run_tool(args: list[str], *, cwd: Path, what: str, progress: Progress = QUIET) -> tuple[int, str]:
@@ -92,10 +97,15 @@ def run_tool(args: list[str], *, cwd: Path, what: str, progress: Progress = QUIE
         raise GGUFPackError(f"cannot run {args[0]}: {exc.strerror or exc}") from None
     assert proc.stdout is not None
     with proc, progress.bar(what, total=None, unit="tensor") as bar:
-        for line in proc.stdout:
-            tail.append(line.rstrip("\n"))
-            if _TENSOR_LINE.match(line):
-                bar.update(1)
+        try:
+            for line in proc.stdout:
+                tail.append(line.rstrip("\n"))
+                if _TENSOR_LINE.match(line):
+                    bar.update(1)
+        except BaseException:  # interrupted: the tool must not outlive us, writing into a removed directory
+            proc.kill()
+            proc.wait()
+            raise
     return proc.returncode, "\n".join(tail)
 
 

@@ -156,6 +156,8 @@ def built_tool_backend(capability: str, monkeypatch: pytest.MonkeyPatch, *, requ
     if not required and not build_available():
         return None
 
+    # what probing learns goes to a home of this test run, not to the user's
+    monkeypatch.setenv("GGUFPACK_HOME", str(_workdir() / "home"))
     monkeypatch.setenv("GGUFPACK_BACKENDS_PATH", str(built_cpu_dir() / "bin"))
     backend = next((b for b in _sideloaded() if capability in b.capabilities), None)
     assert backend is not None, f"the built tools in {built_cpu_dir()} offer no {capability}"
