@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -67,10 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return serve(launch, args.timeout, ready)
     run_id = detached.new_id()
     log = detached.log_path(store.root, run_id)
-    proc = serve_detached(launch, args.timeout, log)
-    detached.save(store.root, detached.record_for(
-        run_id, proc.pid, ref=args.image, image=image.digest, runtime=launch.runtime, url=launch.url, log=log,
-        argv=launch.argv, cleanup=launch.cleanup))
+
+    def remember(proc: subprocess.Popen[bytes]) -> None:
+        detached.save(store.root, detached.record_for(
+            run_id, proc.pid, ref=args.image, image=image.digest, runtime=launch.runtime, url=launch.url, log=log,
+            argv=launch.argv, cleanup=launch.cleanup))
+
+    serve_detached(launch, args.timeout, log, remember, lambda: detached.forget_record(store.root, run_id))
     print(run_id)
     print(f"serving {args.image} ({launch.runtime}) at {launch.url}/v1; stop it with: ggufpack stop {run_id}",
           file=sys.stderr)

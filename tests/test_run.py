@@ -203,6 +203,21 @@ def test_sigterm_during_startup_leaves_no_server(home: Path) -> None:
     assert _wait_gone(home, 0) == []
 
 
+def test_detached_server_is_recorded_while_starting_and_forgotten_if_interrupted(home: Path) -> None:
+    """A detached server is on record from its first moment, so an interruption can never orphan it; one
+    interrupted before it answered is stopped and its record dropped."""
+    proc = _start(home, "chat:1", "-p", str(free_port()), "--detach")
+    records = home / "state" / "run"
+    deadline = time.monotonic() + 60
+    while not list(records.glob("*.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert list(records.glob("*.json")), "no record while the server starts"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) != 0
+    assert _wait_gone(home, 0) == []
+    assert list(records.glob("*.json")) == []
+
+
 @pytest.mark.slow
 def test_llama_server_runtime_renders_the_system_prompt(home: Path, tmp_path: Path) -> None:
     """A real llama-server (the CPU build of the backend tests) renders the folded system prompt with

@@ -5,6 +5,7 @@ Only the evidence is gathered here; the choice of variant is :func:`capability.p
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -48,5 +49,7 @@ def _vulkan() -> str:
     return f"vulkaninfo: {name.group(1).strip()}" if name else "vulkaninfo"
 
 
+@functools.cache
 def detect_device() -> DeviceDescription:
+    """What accelerators this machine has; probed once per process (each probe may run a tool)."""
     return DeviceDescription(nvidia=_nvidia(), amd=_amd(), vulkan=_vulkan())

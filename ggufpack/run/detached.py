@@ -95,6 +95,11 @@ def record_for(run_id: str, pid: int, *, ref: str, image: str, runtime: str, url
     return Detached(run_id, pid, process_start_time(pid), ref, image, runtime, url, str(log), argv, created, cleanup)
 
 
+def forget_record(home: Path, run_id: str) -> None:
+    """Drop the record of a server that was stopped before it answered (its log stays: errors point to it)."""
+    (state_dir(home) / f"{run_id}.json").unlink(missing_ok=True)
+
+
 def _forget(home: Path, record: Detached) -> None:
     (state_dir(home) / f"{record.id}.json").unlink(missing_ok=True)
     Path(record.log).unlink(missing_ok=True)

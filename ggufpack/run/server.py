@@ -181,14 +181,25 @@ def serve(launch: Launch, timeout: float, on_ready: Callable[[], None]) -> int:
             stop(proc, launch)
 
 
-def serve_detached(launch: Launch, timeout: float, log: Path) -> subprocess.Popen[bytes]:
-    """Start the server with its output in ``log`` and return once it answers (it keeps running)."""
+def serve_detached(
+    launch: Launch, timeout: float, log: Path, remember: Callable[[subprocess.Popen[bytes]], None],
+    forget: Callable[[], None],
+) -> subprocess.Popen[bytes]:
+    """Start the server with its output in ``log`` and return once it answers (it keeps running).
+
+    ``remember`` records the server as soon as it exists, so that ``stop`` can reach it whenever an
+    interruption comes; ``forget`` drops the record if it is stopped here before it answered.
+    """
     proc: subprocess.Popen[bytes] | None = None
-    with _forwarding(lambda: proc.pid if proc is not None else None):
+    with _forwarding(lambda: proc.pid if proc is not None else None) as received:
         proc = start(launch, log)
         try:
+            remember(proc)
+            if received:  # a signal came before the server existed
+                raise KeyboardInterrupt
             wait_healthy(proc, launch, timeout, log)
         except BaseException:
             stop(proc, launch)
+            forget()
             raise
     return proc
