@@ -97,6 +97,17 @@ def test_errors_exit_codes_and_no_partial_files(base: Path, adapter: Path, tmp_p
     assert files(cwd) == []
 
 
+def test_unwritable_output_is_a_clear_error(base: Path, tmp_path: Path):
+    cwd = tmp_path / "cwd"
+    (cwd / "out.gguf").mkdir(parents=True)
+    (cwd / "file").write_text("not a directory")
+    for outfile, message in [("out.gguf", "out.gguf is a directory"), ("file/m.gguf", "cannot write file/m.gguf")]:
+        result = convert_cli(cwd, str(base), "--outfile", outfile)
+        assert result.code == 1 and message in result.err, result.err
+        assert "Traceback" not in result.err and result.out == ""
+    assert files(cwd) == ["file", "out.gguf"] and list((cwd / "out.gguf").iterdir()) == []
+
+
 def test_debug_shows_the_traceback(tmp_path: Path):
     result = run_cli(["--debug", "convert", str(tmp_path / "nope")], tmp_path / ".home", cwd=tmp_path)
     assert result.code == 1 and "Traceback" in result.err and "not a directory" in result.err

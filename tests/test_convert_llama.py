@@ -285,6 +285,26 @@ def _break_no_tokenizer(model: Path) -> None:
     (model / "tokenizer.json").unlink()
 
 
+def _break_deeply_nested_header(model: Path) -> None:
+    path = model / "model.safetensors"
+    raw = path.read_bytes()
+    _, start = _header(path)
+    nested = b"[" * 100_000 + b"]" * 100_000  # valid JSON that Python's parser cannot descend into
+    path.write_bytes(struct.pack("<Q", len(nested)) + nested + raw[start:])
+
+
+def _break_tokenizer_ids(model: Path) -> None:
+    edit_json(model / "tokenizer.json", added_tokens=[{"id": "x", "content": "<x>"}])
+
+
+def _break_zero_heads(model: Path) -> None:
+    edit_json(model / "config.json", num_attention_heads=0)
+
+
+def _break_string_size(model: Path) -> None:
+    edit_json(model / "config.json", hidden_size="64")
+
+
 @pytest.mark.parametrize(
     ("breaker", "message"),
     [
@@ -298,6 +318,10 @@ def _break_no_tokenizer(model: Path) -> None:
         (_break_pickle_only, "can execute code"),
         (_break_missing_tensor, "lacks"),
         (_break_no_tokenizer, "tokenizer"),
+        (_break_deeply_nested_header, "safetensors header is not valid JSON"),
+        (_break_tokenizer_ids, "malformed tokenizer files (ValueError: invalid literal for int"),
+        (_break_zero_heads, "num_attention_heads must be a positive number, not 0"),
+        (_break_string_size, "hidden_size must be a positive number, not '64'"),
     ],
     ids=lambda v: v.__name__.removeprefix("_break_") if callable(v) else "",
 )
@@ -309,6 +333,15 @@ def test_bad_input_is_a_clear_error_with_no_output(broken: Path, tmp_path: Path,
         convert(broken, out / "m.gguf")
     assert message in str(info.value)
     assert leftovers(out) == []
+
+
+def test_llama_sliding_window_shorter_than_the_context_is_a_warning(broken: Path, tmp_path: Path):
+    edit_json(broken / "config.json", sliding_window=8)
+    result = convert(broken, tmp_path / "m.gguf", out_type="F32")
+    assert [w for w in result.warnings if "sliding" in w] == [
+        "sliding_window=8 is ignored by llama.cpp's llama architecture; "
+        "outputs differ from transformers beyond 8 tokens"
+    ]
 
 
 def test_failure_while_writing_leaves_previous_output_untouched(tmp_path: Path):

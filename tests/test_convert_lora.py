@@ -226,8 +226,16 @@ def _pickle(directory: Path) -> None:
         (_lose_b, "model.layers.1.mlp.up_proj has no lora_B"),
         (lambda d: edit_json(d / "adapter_config.json", auto_mapping={"base_model_class": "GPT2LMHeadModel"}),
          "trained on a GPT2LMHeadModel but --base"),
+        (lambda d: edit_json(d / "adapter_config.json", rank_pattern={"q_proj(": 4}),
+         "rank_pattern key 'q_proj(' is not a regular expression"),
+        (lambda d: edit_json(d / "adapter_config.json", rank_pattern={"q_proj": "4"}),
+         "rank_pattern['q_proj'] must be a positive integer, got '4'"),
+        (lambda d: edit_json(d / "adapter_config.json", alpha_pattern={"q_proj": None}),
+         "alpha_pattern['q_proj'] must be a number, got None"),
+        (lambda d: edit_json(d / "adapter_config.json", r=True), "r must be a positive integer, got True"),
     ],
-    ids=["pickle", "no-config", "not-lora", "wrong-rank", "half-pair", "other-architecture"],
+    ids=["pickle", "no-config", "not-lora", "wrong-rank", "half-pair", "other-architecture", "bad-pattern",
+         "string-rank", "null-alpha", "bool-rank"],
 )
 def test_broken_adapter_is_a_clear_error(base: Path, adapter: Path, tmp_path: Path, breaker, message: str):
     broken = _copy(adapter, tmp_path)

@@ -312,7 +312,7 @@ MEASURE = textwrap.dedent("""\
     from ggufpack.convert.writer import OUT_TYPES, write_gguf
 
     src, dest, out_type = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    refs, _ = read_header(src)
+    refs = read_header(src)
     tensors = [PlannedTensor(f"blk.{i}.ffn_up.weight", r.shape, r.load_f32, r.dtype, r.raw)
                for i, r in enumerate(refs.values())]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

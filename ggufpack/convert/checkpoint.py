@@ -27,7 +27,6 @@ class Checkpoint:
     config: dict[str, Any]
     generation_config: dict[str, Any]
     tensors: dict[str, TensorRef] = field(default_factory=dict)
-    files: list[Path] = field(default_factory=list)
 
     @property
     def architecture(self) -> str:
@@ -39,15 +38,20 @@ class Checkpoint:
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``, or a GGUFPackError that names the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise GGUFPackError(f"cannot read {path}: {e}") from e
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GGUFPackError(f"{path} is not valid JSON: {e}") from e
+    data = read_json_value(path)
     if not isinstance(data, dict):
         raise GGUFPackError(f"{path}: expected a JSON object")
     return data
+
+
+def read_json_value(path: Path) -> Any:
+    """Any JSON value from ``path``, or a GGUFPackError that names the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise GGUFPackError(f"cannot read {path}: {e}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        raise GGUFPackError(f"{path} is not valid JSON: {e}") from e
 
 
 def open_checkpoint(directory: Path) -> Checkpoint:
@@ -62,17 +66,16 @@ def open_checkpoint(directory: Path) -> Checkpoint:
     gen_path = directory / "generation_config.json"
     generation_config = read_json(gen_path) if gen_path.is_file() else {}
 
-    files = _weight_files(directory)
     tensors: dict[str, TensorRef] = {}
-    for path in files:
-        found, _ = read_header(path)
+    for path in _weight_files(directory):
+        found = read_header(path)
         for name, ref in found.items():
             if name in tensors:
                 raise GGUFPackError(f"tensor {name!r} is stored twice: in {tensors[name].path.name} and {path.name}")
             tensors[name] = ref
     _check_index(directory, tensors)
     return Checkpoint(directory=directory, config=config, generation_config=generation_config,
-                      tensors=tensors, files=files)
+                      tensors=tensors)
 
 
 def _weight_files(directory: Path) -> list[Path]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -146,8 +147,7 @@ def _open_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, TensorRef]
                 f"to get {ADAPTER_WEIGHTS}."
             )
         raise GGUFPackError(f"{directory}: no {ADAPTER_WEIGHTS}")
-    tensors, _ = read_header(weights)
-    return config, tensors
+    return config, read_header(weights)
 
 
 def _check_config(config: dict[str, Any], path: Path) -> None:
@@ -166,14 +166,32 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
     for refused, why in refusals:
         if refused:
             raise GGUFPackError(f"{path}: {why}; {_MERGE_HINT}")
-    r, alpha = config.get("r"), config.get("lora_alpha")
-    if not (isinstance(r, int) and not isinstance(r, bool) and r > 0):
-        raise GGUFPackError(f"{path}: 'r' must be a positive integer, got {r!r}")
-    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)):
-        raise GGUFPackError(f"{path}: 'lora_alpha' must be a number, got {alpha!r}")
-    for key in ("rank_pattern", "alpha_pattern"):
-        if not isinstance(config.get(key) or {}, dict):
+    _check_value(path, "r", config.get("r"), _is_rank, "a positive integer")
+    _check_value(path, "lora_alpha", config.get("lora_alpha"), _is_number, "a number")
+    for key, valid, what in (("rank_pattern", _is_rank, "a positive integer"),
+                             ("alpha_pattern", _is_number, "a number")):
+        patterns = config.get(key) or {}
+        if not isinstance(patterns, dict):
             raise GGUFPackError(f"{path}: {key!r} must be an object")
+        for pattern, value in patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise GGUFPackError(f"{path}: {key} key {pattern!r} is not a regular expression ({e})") from e
+            _check_value(path, f"{key}[{pattern!r}]", value, valid, what)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_rank(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_value(path: Path, key: str, value: Any, valid: Callable[[Any], bool], what: str) -> None:
+    if not valid(value):
+        raise GGUFPackError(f"{path}: {key} must be {what}, got {value!r}")
 
 
 def _check_base_class(config: dict[str, Any], base: Checkpoint) -> None:
@@ -219,7 +237,7 @@ def _targets(config: dict[str, Any], tensors: dict[str, TensorRef], base: Checkp
             raise GGUFPackError(f"{directory / ADAPTER_WEIGHTS}: {module} has no {missing}")
         transposed = module in embedding or bool(config.get("fan_in_fan_out"))
         rank = _pattern(config, "rank_pattern", module, config["r"])
-        targets.append(LoraTarget(module, pair["a"], pair["b"], transposed, int(rank)))
+        targets.append(LoraTarget(module, pair["a"], pair["b"], transposed, rank))
     return targets
 
 

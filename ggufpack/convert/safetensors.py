@@ -78,8 +78,8 @@ def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return wide.view(np.float32)
 
 
-def read_header(path: Path) -> tuple[dict[str, TensorRef], dict[str, str]]:
-    """Parse and validate the header of one safetensors file: its tensors and its ``__metadata__``."""
+def read_header(path: Path) -> dict[str, TensorRef]:
+    """Parse and validate the header of one safetensors file: its tensors (``__metadata__`` is not needed)."""
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -97,14 +97,14 @@ def read_header(path: Path) -> tuple[dict[str, TensorRef], dict[str, str]]:
         raise GGUFPackError(f"cannot read {path}: {e}") from e
     try:
         header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: hostile nesting
         raise GGUFPackError(f"{path}: safetensors header is not valid JSON: {e}") from e
     if not isinstance(header, dict):
         raise GGUFPackError(f"{path}: safetensors header is not a JSON object")
 
     data_start = 8 + header_len
     data_size = size - data_start
-    metadata = header.pop("__metadata__", None) or {}
+    header.pop("__metadata__", None)
     tensors: dict[str, TensorRef] = {}
     spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
@@ -115,7 +115,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorRef], dict[str, str]]:
     for (_, end_a, a), (begin_b, _, b) in pairwise(spans):
         if begin_b < end_a:
             raise GGUFPackError(f"{path}: safetensors header is corrupt: tensors {a!r} and {b!r} overlap")
-    return tensors, metadata
+    return tensors
 
 
 def _tensor_ref(path: Path, name: str, entry: object, data_start: int, data_size: int) -> TensorRef:

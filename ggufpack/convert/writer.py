@@ -240,16 +240,30 @@ def write_gguf(
         total += nbytes
 
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     final = writer.format_shard_names(dest)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    taken = next((p for p in final if p.is_dir()), None)
+    if taken is not None:
+        raise GGUFPackError(f"{taken} is a directory: give the path of the GGUF file to write, inside it or elsewhere")
     jobs = [lambda t=tensor, q=qtype: _encode(t, q) for tensor, qtype in zip(tensors, types, strict=True)]
+    try:
+        _write_staged(writer, jobs, dest, final, total, progress, _default_workers() if workers is None else workers)
+    except OSError as e:  # unwritable directory, disk full...: the output's fault, never the source's (see TensorRef)
+        raise GGUFPackError(f"cannot write {dest}: {e}") from e
+    return WrittenFile(path=final[0], paths=tuple(final), size=sum(p.stat().st_size for p in final),
+                       tensor_count=len(tensors), parameter_count=sum(math.prod(t.shape) for t in tensors))
+
+
+def _write_staged(writer: gguf.GGUFWriter, jobs: list[Callable[[], np.ndarray]], dest: Path, final: list[Path],
+                  total: int, progress: Progress, workers: int) -> None:
+    """Write every file into a temporary directory beside ``dest``, then publish them as ``final``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         writer.write_header_to_file(path=staging / dest.name)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         with progress.bar(f"convert {dest.name}", total) as bar, \
-                contextlib.closing(_in_order(jobs, _default_workers() if workers is None else workers)) as encoded:
+                contextlib.closing(_in_order(jobs, workers)) as encoded:
             for data in encoded:
                 writer.write_tensor_data(data)
                 bar.update(data.nbytes)
@@ -259,8 +273,6 @@ def write_gguf(
     finally:
         writer.close()
         shutil.rmtree(staging, ignore_errors=True)
-    return WrittenFile(path=final[0], paths=tuple(final), size=sum(p.stat().st_size for p in final),
-                       tensor_count=len(tensors), parameter_count=sum(math.prod(t.shape) for t in tensors))
 
 
 def _publish(staged: list[Path], final: list[Path]) -> None:

@@ -53,10 +53,17 @@ class Architecture(Protocol):
 
 
 def hparam(config: dict[str, Any], *keys: str, default: Any = ..., where: str = "config.json") -> Any:
-    """The first of ``keys`` present in ``config``; without a default, a missing key is an error."""
+    """The first of ``keys`` present in ``config``; without a default, a missing key is an error.
+
+    Every hyperparameter read this way is a size, a count or a scale, so a value that is not a positive
+    number is an error naming the key (not a TypeError or ZeroDivisionError further down).
+    """
     for key in keys:
-        if config.get(key) is not None:
-            return config[key]
+        value = config.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise GGUFPackError(f"{where}: {key} must be a positive number, not {value!r}")
+            return value
     if default is ...:
         raise GGUFPackError(f"{where}: missing {' / '.join(keys)}")
     return default

@@ -16,7 +16,6 @@ pooling says they are unused.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import gguf
 
 from ggufpack.convert.architectures.base import PlannedTensor, hparam
 from ggufpack.convert.architectures.decoder import DecoderArchitecture
-from ggufpack.convert.checkpoint import Checkpoint, read_json
+from ggufpack.convert.checkpoint import Checkpoint, read_json, read_json_value
 from ggufpack.errors import GGUFPackError
 
 #: sentence-transformers pooling modes llama.cpp implements
@@ -126,8 +125,9 @@ def sentence_transformers_pooling(model_dir: Path, warnings: list[str]) -> str |
     modules_path = model_dir / "modules.json"
     if not modules_path.is_file():
         return None
-    try:
-        modules = [(str(m["type"]), str(m.get("path", ""))) for m in read_json_list(modules_path)]
+    listed = read_json_value(modules_path)
+    try:  # anything but a list of {"type", "path"} objects fails here (a dict iterates over its string keys)
+        modules = [(str(m["type"]), str(m.get("path", ""))) for m in listed]
     except (KeyError, TypeError, AttributeError) as e:
         raise GGUFPackError(f"{modules_path}: not a sentence-transformers module list ({e})") from e
     pooling_dirs = [path for kind, path in modules if kind.endswith("Pooling")]
@@ -149,14 +149,3 @@ def sentence_transformers_pooling(model_dir: Path, warnings: list[str]) -> str |
             f"of {', '.join(_POOLING)}"
         )
     return modes[0]
-
-
-def read_json_list(path: Path) -> list[Any]:
-    """A JSON array from ``path`` (``modules.json``), or a GGUFPackError that names the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GGUFPackError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, list):
-        raise GGUFPackError(f"{path}: expected a JSON array")
-    return data

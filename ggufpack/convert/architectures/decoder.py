@@ -72,6 +72,14 @@ def check_full_width_heads(cfg: dict[str, Any], head_dim: int, arch_name: str) -
         )
 
 
+def warn_ignored_sliding_window(cfg: dict[str, Any], arch_name: str, warnings: list[str]) -> None:
+    """Warn about a ``sliding_window`` shorter than the context, for graphs that attend to the whole past."""
+    window, n_ctx = cfg.get("sliding_window"), cfg.get("max_position_embeddings")
+    if window and n_ctx and window < n_ctx:
+        warnings.append(f"sliding_window={window} is ignored by llama.cpp's {arch_name} architecture; "
+                        f"outputs differ from transformers beyond {window} tokens")
+
+
 def layer_index(hf_name: str) -> int | None:
     """N in ``...layers.N....``, or None for a tensor outside the blocks."""
     parts = hf_name.split(".")

@@ -21,6 +21,7 @@ from ggufpack.convert.architectures.decoder import (
     llama3_rope_factors,
     permute_rotary,
     rope_parameters,
+    warn_ignored_sliding_window,
 )
 from ggufpack.convert.checkpoint import Checkpoint
 
@@ -32,11 +33,7 @@ class Llama(DecoderArchitecture):
     rope_types = ("default", "linear", "yarn", "llama3")
 
     def write_extra_hparams(self, ckpt: Checkpoint, writer: gguf.GGUFWriter, warnings: list[str]) -> None:
-        cfg = ckpt.config
-        window, n_ctx = cfg.get("sliding_window"), cfg.get("max_position_embeddings")
-        if window and n_ctx and window < n_ctx:
-            warnings.append(f"sliding_window={window} is ignored by llama.cpp's llama architecture; "
-                            f"outputs differ from transformers beyond {window} tokens")
+        warn_ignored_sliding_window(ckpt.config, "llama", warnings)
 
     @moves_values_only
     def transform(self, hf_name: str, data: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:

@@ -25,7 +25,12 @@ import gguf
 import numpy as np
 
 from ggufpack.convert.architectures.base import PlannedTensor, hparam
-from ggufpack.convert.architectures.decoder import DecoderArchitecture, check_full_width_heads, rope_parameters
+from ggufpack.convert.architectures.decoder import (
+    DecoderArchitecture,
+    check_full_width_heads,
+    rope_parameters,
+    warn_ignored_sliding_window,
+)
 from ggufpack.convert.checkpoint import Checkpoint
 from ggufpack.errors import GGUFPackError
 
@@ -47,12 +52,9 @@ class Phi3(DecoderArchitecture):
 
     def write_extra_hparams(self, ckpt: Checkpoint, writer: gguf.GGUFWriter, warnings: list[str]) -> None:
         cfg = ckpt.config
-        window, n_ctx = cfg.get("sliding_window"), cfg.get("max_position_embeddings")
-        if window:
-            writer.add_sliding_window(int(window))
-            if n_ctx and window < n_ctx:
-                warnings.append(f"sliding_window={window} is ignored by llama.cpp's phi3 architecture; "
-                                f"outputs differ from transformers beyond {window} tokens")
+        if cfg.get("sliding_window"):
+            writer.add_sliding_window(int(cfg["sliding_window"]))
+        warn_ignored_sliding_window(cfg, "phi3", warnings)
         longrope = self.longrope(cfg)
         if longrope is not None:
             writer.add_rope_scaling_orig_ctx_len(longrope["original"])

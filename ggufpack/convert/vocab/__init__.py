@@ -19,6 +19,14 @@ from ggufpack.errors import GGUFPackError
 
 def load_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) -> Vocab:
     """Read the tokenizer in ``model_dir``; ``vocab_size`` (from config.json) pads the token list."""
+    try:
+        return _load_vocab(model_dir, vocab_size, warnings)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        # the readers index the tokenizer files as their format defines them; a file that is not shaped so ends here
+        raise GGUFPackError(f"{model_dir}: malformed tokenizer files ({type(e).__name__}: {e})") from e
+
+
+def _load_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) -> Vocab:
     tokenizer_json = model_dir / "tokenizer.json"
     kind = None
     if tokenizer_json.is_file():
