@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_common import add_progress_options, progress_for
+from .cli_common import add_progress_options, positive_int, progress_for
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="llama.cpp (best for this machine), llama.cpp-cpu, -cuda, -rocm or -vulkan")
     install.add_argument("--source", metavar="DIR",
                          help="llama.cpp source tree (default: the installed llama-cpp-python's sdist, via pip)")
-    install.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel compile jobs (default: all cores)")
+    install.add_argument("--jobs", "-j", type=positive_int, metavar="N",
+                         help="parallel compile jobs (default: all cores)")
     install.add_argument("--force", action="store_true", help="replace an installed backend of that name")
     install.add_argument("--portable", action="store_true",
                          help="CPU code for any machine of this architecture (GGML_NATIVE=OFF)")

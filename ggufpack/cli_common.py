@@ -48,3 +48,14 @@ def client_for(args: argparse.Namespace, registry: str) -> RegistryClient:
 
     settings = settings_for(registry, plain_http=args.plain_http, insecure=args.insecure)
     return RegistryClient(registry, settings)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts that must be at least 1 (``--jobs``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value

@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .cli_common import add_progress_options, add_registry_options, client_for, progress_for, store_for
+from .cli_common import (
+    add_progress_options,
+    add_registry_options,
+    client_for,
+    positive_int,
+    progress_for,
+    store_for,
+)
 from .errors import UsageError
 from .packerfile.instructions import SIZE_HELP, size_in_bytes
 
@@ -146,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     push.add_argument("target", nargs="?", help="registry reference to push as (default: IMAGE)")
     push.add_argument("--format", choices=["image", "modelpack"], default="image",
                       help="push the image, or its CNCF ModelPack artifact (raw GGUF layers)")
-    push.add_argument("--jobs", type=int, default=4, help="blobs sent at once (default: 4)")
+    push.add_argument("--jobs", type=positive_int, default=4, help="blobs sent at once (default: 4)")
     push.add_argument("--chunk-size", default="64M", metavar="SIZE",
                       help="bytes per upload request, what a resumed push may send twice (default: 64M)")
     add_registry_options(push)
@@ -156,7 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pull = sub.add_parser("pull", help="pull an image (or a ModelPack, Docker or Ollama model) into the store")
     pull.add_argument("image", help="registry reference")
     pull.add_argument("--platform", help="os/arch to pick from an index (default: linux/amd64)")
-    pull.add_argument("--jobs", type=int, default=4, help="blobs fetched at once (default: 4)")
+    pull.add_argument("--jobs", type=positive_int, default=4, help="blobs fetched at once (default: 4)")
     add_registry_options(pull)
     add_progress_options(pull, "print only the manifest digest")
     pull.set_defaults(func=cmd_pull)

@@ -535,3 +535,11 @@ def test_a_gzip_layer_that_is_not_gzip_is_a_clear_error(tmp_path: Path):
         digest, size = store.put_bytes(data)
         with pytest.raises(GGUFPackError, match="not a valid gzip stream"):
             index_layer(store, BuildCache(store), Descriptor(mt.OCI_LAYER_TAR_GZIP, digest, size), "sha256:" + "0" * 64)
+
+
+@pytest.mark.parametrize("args", [["push", "x", "localhost:5000/y:1", "--jobs", "0"],
+                                  ["pull", "localhost:5000/y:1", "--jobs", "-1"],
+                                  ["push", "x", "localhost:5000/y:1", "--chunk-size", "lots"]])
+def test_bad_transfer_options_are_usage_errors(args: list[str], tmp_path: Path):
+    out = run_cli(args, tmp_path / "home")
+    assert out.code == 2 and out.err.startswith("error: ") and "Traceback" not in out.err
