@@ -543,3 +543,19 @@ def test_a_gzip_layer_that_is_not_gzip_is_a_clear_error(tmp_path: Path):
 def test_bad_transfer_options_are_usage_errors(args: list[str], tmp_path: Path):
     out = run_cli(args, tmp_path / "home")
     assert out.code == 2 and out.err.startswith("error: ") and "Traceback" not in out.err
+
+
+def test_prune_removes_what_a_cut_pull_left(registry, big_image, tmp_path: Path):
+    """A cut download keeps its partial file for a resume; an explicit prune reclaims it."""
+    home, _ = big_image
+    push_image(Store(home), "big:1", ref(registry, "prune/big:1"), client(registry))
+    fresh = open_store(tmp_path / "fresh")
+    with BufferingProxy("127.0.0.1", registry.port, cut_response_after=5 * CHUNK) as proxy:
+        with pytest.raises(GGUFPackError, match="run the pull again to resume"):
+            pull_image(fresh, parse_reference(f"{proxy.host}/prune/big:1"), RegistryClient(proxy.host, PLAIN, None),
+                       platform="linux/amd64", jobs=1)
+    partials = list((fresh.root / "state" / "downloads").glob("*.partial"))
+    assert len(partials) == 1 and partials[0].stat().st_size >= 4 * CHUNK
+    result = fresh.prune()
+    assert not list((fresh.root / "state" / "downloads").iterdir())
+    assert result.bytes_freed >= 4 * CHUNK

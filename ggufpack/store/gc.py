@@ -139,8 +139,27 @@ def _remove_stale_temps(ingest: Path, remover: _Remover) -> int:
     return removed
 
 
+def _remove_stale_state(state: Path, remover: _Remover) -> int:
+    """Leftovers of interrupted pulls and imports under ``state/``: partial downloads, import scratch
+    directories and lock files. Prune holds the GC lock exclusively, so no pull, push or build that
+    could own them is running. Upload resume points stay: they are tiny and a later push uses them."""
+    removed = 0
+    leftovers = [*state.glob("downloads/*"), *state.glob("uploads/*.lock"), *state.glob("imports/*")]
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                remover.remove(path)
+            except FileNotFoundError:
+                continue
+        removed += 1
+    return removed
+
+
 def prune(layout: Layout, extra_roots: Iterable[str] = ()) -> PruneResult:
-    """Remove blobs and files no ref nor ``extra_roots`` reaches, and stale ingest temps.
+    """Remove blobs and files no ref nor ``extra_roots`` reaches, stale ingest temps, and what
+    interrupted pulls and imports left under ``state/``.
 
     ``extra_roots`` is iterated only once both locks are held, so a generator reading the build
     cache's records sees them as they are at deletion time.
@@ -157,4 +176,5 @@ def prune(layout: Layout, extra_roots: Iterable[str] = ()) -> PruneResult:
             blobs = _remove_unreachable(layout.blobs, keep, remover)
             files = _remove_unreachable(layout.files, keep, remover)
             temps = _remove_stale_temps(layout.ingest, remover)
+            temps += _remove_stale_state(layout.root / "state", remover)
     return PruneResult(blobs, files, remover.bytes_freed, temps)

@@ -7,6 +7,8 @@
 <root>/files/sha256/<hex>    plain extracted files (a GGUF llama.cpp loads in place)
 <root>/ingest/               temp files being written (each flocked by its writer)
 <root>/cache/                build-cache records (owned by the build cache)
+<root>/state/                registry and run state: partial downloads (downloads/), upload resume
+                             points (uploads/), import scratch (imports/), detached servers (run/)...
 <root>/lock                  flock: index.json updates and prune
 <root>/gc.lock               flock: shared by builds (leases), exclusive for prune
 ```
