@@ -550,10 +550,10 @@ def test_prune_removes_what_a_cut_pull_left(registry, big_image, tmp_path: Path)
     home, _ = big_image
     push_image(Store(home), "big:1", ref(registry, "prune/big:1"), client(registry))
     fresh = open_store(tmp_path / "fresh")
-    with BufferingProxy("127.0.0.1", registry.port, cut_response_after=5 * CHUNK) as proxy:
-        with pytest.raises(GGUFPackError, match="run the pull again to resume"):
-            pull_image(fresh, parse_reference(f"{proxy.host}/prune/big:1"), RegistryClient(proxy.host, PLAIN, None),
-                       platform="linux/amd64", jobs=1)
+    with (BufferingProxy("127.0.0.1", registry.port, cut_response_after=5 * CHUNK) as proxy,
+          pytest.raises(GGUFPackError, match="run the pull again to resume")):
+        pull_image(fresh, parse_reference(f"{proxy.host}/prune/big:1"), RegistryClient(proxy.host, PLAIN, None),
+                   platform="linux/amd64", jobs=1)
     partials = list((fresh.root / "state" / "downloads").glob("*.partial"))
     assert len(partials) == 1 and partials[0].stat().st_size >= 4 * CHUNK
     result = fresh.prune()

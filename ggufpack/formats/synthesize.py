@@ -39,7 +39,7 @@ def _context_name(index: int, path: str) -> str:
 
 
 def _check_image_path(path: str) -> str:
-    clean = posixpath.normpath("/" + path)
+    clean = posixpath.normpath("/" + path.lstrip("/"))  # POSIX keeps a leading "//"
     if clean == "/" or ".." in path.split("/"):
         raise GGUFPackError(f"the artifact names an unsafe file path {path!r}")
     if "$" in clean or "\n" in clean:
