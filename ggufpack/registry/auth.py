@@ -40,6 +40,10 @@ class Credentials:
     def __repr__(self) -> str:  # never show the secret, even in a traceback
         return f"Credentials(username={self.username!r}, password=***)"
 
+    def encoded(self) -> str:
+        """``base64("user:password")``: the ``auths`` entry of a config file and a Basic header's value."""
+        return base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+
 
 def config_paths() -> list[Path]:
     """The credential files to read, most specific first."""
@@ -168,8 +172,7 @@ def save_credentials(registry: str, creds: Credentials) -> Path:
         _helper_store(str(helper), registry, creds)
         auths[registry] = {}
     else:
-        token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode("ascii")
-        auths[registry] = {"auth": token}
+        auths[registry] = {"auth": creds.encoded()}
     _write_config(path, config)
     return path
 

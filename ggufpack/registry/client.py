@@ -167,7 +167,7 @@ class RegistryClient:
         if scheme == "basic":
             if self.credentials is None:
                 raise RegistryError(f"{self.registry} requires a login: run 'ggufpack login {self.registry}'", 401)
-            self._basic = "Basic " + _b64(f"{self.credentials.username}:{self.credentials.password}")
+            self._basic = "Basic " + self.credentials.encoded()
             return
         if scheme != "bearer":
             raise RegistryError(f"{self.registry} asks for an authentication scheme we do not speak: {scheme!r}", 401)
@@ -312,12 +312,6 @@ class RegistryClient:
     def url_for_location(self, location: str) -> str:
         """Upload ``Location`` headers may be relative to the registry."""
         return self.url(location)
-
-
-def _b64(text: str) -> str:
-    import base64
-
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 def _without_query(url: str) -> str:
