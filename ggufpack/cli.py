@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, cli_backends, cli_convert, cli_estimate, cli_quantize, cli_registry, cli_run
 from .cli_common import add_progress_options, add_registry_options, client_for, progress_for, store_for
-from .errors import GGUFPackError, UsageError
+from .errors import NO_SPACE_ERRNOS, DiskFullError, GGUFPackError, UsageError, printable
 from .packerfile import DEFAULT_FILENAME
 
 if TYPE_CHECKING:
@@ -124,10 +124,11 @@ def _push_tags(args: argparse.Namespace, store: Store, refs: Sequence[str], prog
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .images import human_age, human_size, render_table, summarize
+    from .images import human_age, human_size, list_images, render_table
 
-    store = store_for(args)
-    summaries = [row for record in store.images() for row in summarize(store, record)]
+    summaries, warnings = list_images(store_for(args))
+    for warning in warnings:  # one unreadable image is left out, never the whole list
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps([s.to_json() for s in summaries], indent=2))
         return 0
@@ -138,34 +139,42 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_line(entry: dict[str, Any]) -> str:
+    bpw, params = entry["BitsPerWeight"], entry["Parameters"]
+    facts = [entry["Architecture"] or "?", f"{'?' if params is None else params} parameters"]
+    if bpw is not None:
+        facts.append(f"{bpw:.2f} bpw")
+    return f"{entry['CmdParameterValue']} ({', '.join(facts)})"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .images import human_size
+    from .terminal import cell, terminal_json
 
     store = store_for(args)
     info = _local_or_remote_details(store, args)
     if args.format == "json":
-        print(json.dumps(info, indent=2, ensure_ascii=False))
+        print(terminal_json(info))
         return 0
+    # every value below may come from the image (GGUF metadata, labels, history): printed escaped
     print(f"ID:        {info['id']}")
-    print(f"Refs:      {', '.join(info['refs']) or '<none>'}")
-    print(f"Created:   {info['created']}")
-    print(f"Platform:  {info['platform']}")
+    print(f"Refs:      {cell(', '.join(info['refs']) or '<none>')}")
+    print(f"Created:   {cell(info['created'])}")
+    print(f"Platform:  {cell(info['platform'])}")
     where = f"{human_size(info['disk_usage'])} on disk" if "disk_usage" in info else "in the registry"
     print(f"Size:      {human_size(info['size'] or 0)} of GGUF, {where}")
-    print(f"Cmd:       {json.dumps(info['cmd'], ensure_ascii=False)}")
+    print(f"Cmd:       {cell(json.dumps(info['cmd'], ensure_ascii=False))}")
     for role in ("model", "drafter", "projector"):
         if info[role]:
-            m = info[role]
-            print(f"{role.capitalize() + ':':<10} {m['CmdParameterValue']} ({m['Architecture']}, "
-                  f"{m['Parameters']} parameters, {m['BitsPerWeight']:.2f} bpw)")
+            print(f"{role.capitalize() + ':':<10} {cell(_model_line(info[role]))}")
     for adapter in info["adapters"]:
-        print(f"Adapter:   {adapter['CmdParameterValue']}")
+        print(f"Adapter:   {cell(adapter['CmdParameterValue'])}")
     print("Labels:")
     for key, value in sorted(info["labels"].items()):
-        print(f"  {key}={value}")
+        print(f"  {cell(key)}={cell(value)}")
     print("Layers:")
     for layer in info["layers"]:
-        print(f"  {layer['digest'][:19]}  {human_size(layer['size']):>10}  {layer['created_by']}")
+        print(f"  {layer['digest'][:19]}  {human_size(layer['size']):>10}  {cell(layer['created_by'])}")
     return 0
 
 
@@ -285,13 +294,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if debug:  # accepted anywhere on the line, not only before the command
         argv = ["--debug", *[a for a in argv if a != "--debug"]]
     try:
-        args = build_parser().parse_args(argv)
-        func: Callable[[argparse.Namespace], int] = args.func
-        return func(args)
+        try:
+            args = build_parser().parse_args(argv)
+            func: Callable[[argparse.Namespace], int] = args.func
+            return func(args)
+        except OSError as exc:
+            # last resort: the store's writers already say which file; any other full disk is clear too
+            if exc.errno not in NO_SPACE_ERRNOS:
+                raise
+            raise DiskFullError.from_os_error(exc) from exc
     except GGUFPackError as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        # a message may quote input (a file, a registry's answer): no terminal escapes, no megabytes
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .cli_common import add_progress_options, positive_int, progress_for
+from .errors import printable
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -14,6 +16,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .images import render_table
 
     backends = list_backends()
+    for backend in backends:  # a tool that does not run, or that is refused as others could have changed it
+        for problem in backend.problems:
+            print(f"warning: {backend.name}: {printable(problem)}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps([b.to_json() for b in backends], indent=2))
         return 0

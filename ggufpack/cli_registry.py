@@ -135,14 +135,16 @@ def cmd_logout(args: argparse.Namespace) -> int:
 def remote_details(ref: Reference, args: argparse.Namespace) -> dict[str, Any]:
     """``inspect`` of an image still in a registry: its manifest and config, never its layers."""
     from .images import image_details
+    from .oci.reader import ImageConfig, ImageManifest
     from .plan.graph import DEFAULT_PLATFORM
     from .registry.pull import inspect_remote
 
     remote = inspect_remote(client_for(args, ref.registry or ""), ref, DEFAULT_PLATFORM)
+    config = ImageConfig.parse(remote.config, str(ref))  # the typed reader list, pull and run use
     return {
         "id": remote.manifest.digest.split(":", 1)[1], "digest": remote.manifest.digest, "refs": [str(ref)],
-        "created": remote.config.get("created", ""), "format": remote.format,
-        **image_details(remote.parsed, remote.config),
+        "created": config.created, "format": remote.format,
+        **image_details(ImageManifest.parse(remote.parsed, str(ref)), config),
     }
 
 

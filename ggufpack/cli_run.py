@@ -67,12 +67,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return serve(launch, args.timeout, ready)
     run_id = detached.new_id()
-    log = detached.log_path(store.root, run_id)
+    log = detached.prepare_log(store.root, run_id)
+    launch = detached.mark(launch, run_id)
 
     def remember(proc: subprocess.Popen[bytes]) -> None:
-        detached.save(store.root, detached.record_for(
-            run_id, proc.pid, ref=args.image, image=image.digest, runtime=launch.runtime, url=launch.url, log=log,
-            argv=launch.argv, cleanup=launch.cleanup))
+        record = detached.record_for(run_id, proc.pid, launch, ref=args.image, image=image.digest)
+        if record is not None:
+            detached.save(store.root, record)
 
     serve_detached(launch, args.timeout, log, remember, lambda: detached.forget_record(store.root, run_id))
     print(run_id)
@@ -81,16 +82,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     from .images import human_age, render_table
     from .run.detached import live
 
-    records = live(store_for(args).root)
+    home = store_for(args).root
+    records = live(home, _warn)
     if args.format == "json":
-        print(json.dumps([vars(r) for r in records], indent=2))
+        print(json.dumps([r.to_json(home) for r in records], indent=2))
         return 0
     rows = [["ID", "IMAGE", "RUNTIME", "URL", "PID", "CREATED", "LOG"]]
-    rows += [[r.id, r.ref, r.runtime, r.url, str(r.pid), human_age(r.created), r.log] for r in records]
+    rows += [[r.id, r.ref, r.runtime, r.url, str(r.pid), human_age(r.created), str(r.log(home))] for r in records]
     print(render_table(rows))
     return 0
 
@@ -101,7 +107,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     home = store_for(args).root
     chosen: dict[str, Any] = {}
     for target in args.targets:
-        chosen.update({r.id: r for r in matching(home, target)})
+        chosen.update({r.id: r for r in matching(home, target, _warn)})
     for record in chosen.values():
         stop(home, record)
         print(record.id)

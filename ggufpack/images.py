@@ -1,13 +1,32 @@
-"""Summaries of stored images for ``list`` and ``inspect``, read from manifests and configs only."""
+"""Stored images as ``list``, ``inspect``, ``FROM``, ``run`` and ``estimate`` read them: manifests and
+configs only, each blob read as untrusted (bounded, digest-checked) and parsed by the typed reader
+(:mod:`ggufpack.oci.reader`); and the summaries ``list`` and ``inspect`` show."""
 
 from __future__ import annotations
 
 import datetime
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import GGUFPackError
+from .oci.descriptor import sha256_digest
+from .oci.platform import select_platform
+from .oci.reader import (
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    ImageConfig,
+    ImageManifest,
+    MalformedImageError,
+    ModelEntry,
+    decode_json,
+    is_index,
+    parse_index,
+)
 from .refs import parse_reference
 from .store import ImageRecord, Store
+from .terminal import cell
 
 
 @dataclass(frozen=True)
@@ -34,27 +53,76 @@ class ImageSummary:
         }
 
 
-def image_digests(store: Store, record: ImageRecord) -> set[str]:
+@dataclass(frozen=True)
+class StoredImage:
+    """A stored image read through the typed reader: its manifest (an index already resolved for a
+    platform) and its config, every field ggufpack uses checked."""
+
+    name: str
+    digest: str
+    manifest: ImageManifest
+    config: ImageConfig
+
+
+def read_json_blob(store: Store, digest: str, what: str, limit: int) -> Any:
+    """A JSON blob of the store, read as untrusted: a regular file of at most ``limit`` bytes whose
+    bytes match ``digest`` (a shared store or an unpacked archive may hold anything)."""
+    path = store.blob_path(digest)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise GGUFPackError(f"{what}: blob {digest} is missing from the store {store.root}; pull or rebuild the image"
+                            ) from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise MalformedImageError(f"{what}: blob {digest} in {store.root} is not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise MalformedImageError(f"{what} is larger than {limit >> 20} MiB; ggufpack does not read it")
+    if sha256_digest(data) != digest:
+        raise MalformedImageError(f"{what}: blob {digest} in {store.root} does not match its digest; the store is "
+                                  "damaged: remove the image and pull or build it again")
+    return decode_json(data, what)
+
+
+def open_image(store: Store, digest: str, name: str, platform: str | None = None) -> StoredImage:
+    """The image whose manifest (or index, resolved for ``platform``, default linux/amd64) is ``digest``."""
+    top = read_json_blob(store, digest, f"{name}: manifest", MAX_MANIFEST_BYTES)
+    if is_index(top):
+        from .plan.graph import DEFAULT_PLATFORM
+
+        parse_index(top, name)
+        digest = str(select_platform(top, platform or DEFAULT_PLATFORM, name)["digest"])
+        top = read_json_blob(store, digest, f"{name}: manifest", MAX_MANIFEST_BYTES)
+        if is_index(top):
+            raise MalformedImageError(f"{name}: the index names another index; nested indexes are not used")
+    manifest = ImageManifest.parse(top, name)
+    config = read_json_blob(store, manifest.config.digest, f"{name}: image config", MAX_CONFIG_BYTES)
+    return StoredImage(name, digest, manifest, ImageConfig.parse(config, name))
+
+
+def record_name(record: ImageRecord) -> str:
+    """How messages name a stored image: its first ref (escaped), else its short ID."""
+    return cell(record.refs[0]) if record.refs else record.short_id
+
+
+def read_image(store: Store, record: ImageRecord, platform: str | None = None) -> StoredImage:
+    """The manifest and the config of a stored image, checked."""
+    return open_image(store, record.descriptor.digest, record_name(record), platform)
+
+
+def image_digests(record: ImageRecord, image: StoredImage) -> set[str]:
     """Every blob and runnable file the image holds (for its real disk use)."""
-    manifest = store.read_json(record.descriptor.digest)
-    digests = {record.descriptor.digest, manifest["config"]["digest"]}
-    digests.update(layer["digest"] for layer in manifest.get("layers", []))
+    digests = {record.descriptor.digest, image.digest, *(d.digest for d in image.manifest.blobs)}
     digests.update(record.files)
     return digests
 
 
-def read_image(store: Store, record: ImageRecord) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The manifest and the config of a stored image."""
-    manifest = store.read_json(record.descriptor.digest)
-    return manifest, store.read_json(manifest["config"]["digest"])
-
-
 def summarize(store: Store, record: ImageRecord) -> list[ImageSummary]:
     """One summary per ref of the image (one with an empty name when it has none)."""
-    _, config = read_image(store, record)
-    fields = config.get("config") or {}
-    labels = fields.get("Labels") or {}
-    disk = store.disk_usage(image_digests(store, record))
+    image = read_image(store, record)
+    labels = image.config.labels
+    disk = store.disk_usage(image_digests(record, image))
     refs = record.refs or ("",)
     rows = []
     for ref in refs:
@@ -66,9 +134,22 @@ def summarize(store: Store, record: ImageRecord) -> list[ImageSummary]:
             name=name, tag=tag, image_id=record.short_id, arch=labels.get("gguf.model.architecture", ""),
             params=labels.get("gguf.model.parameters", ""), bpw=labels.get("gguf.model.bpw", ""),
             file_type=labels.get("gguf.model.filetype", ""), usage=labels.get("gguf.model.usage", ""),
-            created=record.created, size=int(fields.get("Size") or 0), disk_usage=disk,
+            created=record.created, size=image.config.size, disk_usage=disk,
         ))
     return rows
+
+
+def list_images(store: Store) -> tuple[list[ImageSummary], list[str]]:
+    """The summaries of every readable image, and one warning per image that could not be read: one
+    bad image (a hostile config, a damaged blob) never hides the others."""
+    summaries: list[ImageSummary] = []
+    warnings = [f"{store.layout.index}: {problem}; that entry is left out" for problem in store.malformed_entries()]
+    for record in store.images():
+        try:
+            summaries += summarize(store, record)
+        except GGUFPackError as exc:
+            warnings.append(f"image {record.short_id} is left out: {exc}")  # the message names its ref
+    return summaries, warnings
 
 
 def human_size(n: int) -> str:
@@ -82,13 +163,13 @@ def human_size(n: int) -> str:
 
 
 def human_age(created: str, now: datetime.datetime | None = None) -> str:
-    """``5 minutes ago`` from an RFC 3339 time."""
+    """``5 minutes ago`` from an RFC 3339 time (anything else is shown as it is)."""
+    now = now or datetime.datetime.now(datetime.UTC)
     try:
         moment = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
-    except ValueError:
+        seconds = max(int((now - moment).total_seconds()), 0)
+    except (ValueError, TypeError, OverflowError):  # not a time, no zone, out of range
         return created
-    now = now or datetime.datetime.now(datetime.UTC)
-    seconds = max(int((now - moment).total_seconds()), 0)
     for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= length:
             count = seconds // length
@@ -97,51 +178,45 @@ def human_age(created: str, now: datetime.datetime | None = None) -> str:
 
 
 def render_table(rows: list[list[str]]) -> str:
-    """Left-aligned columns separated by two spaces."""
+    """Left-aligned columns separated by two spaces; cells are printed escaped (see :mod:`.terminal`)."""
+    rows = [[cell(text) for text in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def inspect_image(store: Store, record: ImageRecord) -> dict[str, Any]:
     """What ``inspect`` shows: ids, refs, manifest, config summary, labels, layers, disk use."""
-    manifest, config = read_image(store, record)
+    image = read_image(store, record)
     return {
         "id": record.id,
         "digest": record.descriptor.digest,
         "refs": list(record.refs),
         "created": record.created,
-        "disk_usage": store.disk_usage(image_digests(store, record)),
-        **image_details(manifest, config),
+        "disk_usage": store.disk_usage(image_digests(record, image)),
+        **image_details(image.manifest, image.config),
     }
 
 
-def image_details(manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+def image_details(manifest: ImageManifest, config: ImageConfig) -> dict[str, Any]:
     """What the manifest and config alone tell (also for an image still in a registry)."""
-    fields = config.get("config") or {}
 
-    def model(entry: dict[str, Any] | None) -> dict[str, Any] | None:
-        if not entry:
-            return None
-        return {k: entry.get(k) for k in ("CmdParameterValue", "CmdParameterIndex", "Architecture", "Parameters",
-                                          "BitsPerWeight", "FileType")}
+    def model(entry: ModelEntry | None) -> dict[str, Any] | None:
+        return entry.summary() if entry is not None else None
 
     return {
-        "platform": f"{config.get('os')}/{config.get('architecture')}",
-        "cmd": fields.get("Cmd"),
-        "size": fields.get("Size"),
-        "model": model(fields.get("Model")),
-        "drafter": model(fields.get("Drafter")),
-        "projector": model(fields.get("Projector")),
-        "adapters": [model(a) for a in fields.get("Adapters") or []],
-        "labels": fields.get("Labels") or {},
+        "platform": f"{config.os}/{config.architecture}",
+        "cmd": list(config.cmd) if config.cmd is not None else None,
+        "size": config.size,
+        "model": model(config.model),
+        "drafter": model(config.drafter),
+        "projector": model(config.projector),
+        "adapters": [model(a) for a in config.adapters],
+        "labels": dict(config.labels),
         "layers": [
-            {"digest": layer["digest"], "mediaType": layer["mediaType"], "size": layer["size"],
-             "created_by": history.get("created_by", "")}
-            for layer, history in zip(
-                manifest.get("layers", []), [h for h in config.get("history", []) if not h.get("empty_layer")],
-                strict=False,
-            )
+            {"digest": layer.digest, "mediaType": layer.media_type, "size": layer.size,
+             "created_by": history.get("created_by") or ""}
+            for layer, history in zip(manifest.layers, config.layer_history, strict=False)
         ],
-        "history": config.get("history", []),
-        "manifest": manifest,
+        "history": list(config.history),
+        "manifest": manifest.raw,
     }

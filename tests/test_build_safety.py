@@ -166,13 +166,21 @@ def test_absolute_symlinks_in_the_context(tmp_path: Path, gguf_bytes: bytes) -> 
     # an absolute link to a file inside the context is followed inside it
     tree = _build(tmp_path, gguf_bytes, "COPY inside-link /x")
     assert tree["x"][2] == b"real"
-    # symlinks below a directory source are kept as links: their targets are never read
+    # a symlink below a directory source whose target leaves the context (absolute here) is refused,
+    # naming it: the image could not keep it (pull refuses absolute symlinks), and it is never followed
+    with pytest.raises(GGUFPackError, match=f"{context / 'dir' / 'etc-link'} is a symlink to '/etc'"):
+        _build(tmp_path, gguf_bytes, "COPY dir/ /d/")
+    os.unlink(context / "dir" / "etc-link")
+    (context / "dir" / "sub").mkdir()
+    os.symlink("sub", context / "dir" / "sub-link")
+    os.symlink("../real.txt", context / "dir" / "up-link")
+    # relative symlinks that stay inside the context are kept as links: their targets are never read
     tree = _build(tmp_path, gguf_bytes, "COPY dir/ /d/")
-    assert tree["d/etc-link"] == ("symlink", 0o777, "/etc")
-    assert not any(isinstance(v[2], bytes) and v[2] == b"top secret" for v in tree.values())
+    assert tree["d/sub-link"] == ("symlink", 0o777, "sub") and tree["d/up-link"] == ("symlink", 0o777, "../real.txt")
+    assert not any(isinstance(v[2], bytes) and v[2] in (b"top secret", b"real") for v in tree.values())
     # and nothing is written through a symlink of the image
     with pytest.raises(GGUFPackError, match="symlink"):
-        _build(tmp_path, gguf_bytes, "COPY dir/ /d/\nCOPY real.txt /d/etc-link/passwd")
+        _build(tmp_path, gguf_bytes, "COPY dir/ /d/\nCOPY real.txt /d/sub-link/passwd")
 
 
 def test_download_names_cannot_escape(tmp_path: Path, gguf_bytes: bytes) -> None:

@@ -19,8 +19,9 @@ from ggufpack.gguf_info import read_header_file
 from ggufpack.images import inspect_image
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import canonical_json, sha256_digest
+from ggufpack.oci.reader import MAX_MANIFEST_BYTES
 from ggufpack.refs import parse_reference
-from ggufpack.registry.client import MAX_MANIFEST_SIZE, RegistryClient
+from ggufpack.registry.client import RegistryClient
 from ggufpack.registry.pull import pull_image
 from ggufpack.registry.push import push_image
 from ggufpack.registry.settings import RegistrySettings
@@ -289,7 +290,7 @@ def test_hostile_manifests_are_refused_with_clear_errors(registry, gguf_bytes, t
     with LoopbackHTTPServer() as hostile:
         hostile.add_file("/v2/bad/x/manifests/sha512", index_of("sha512:" + "ab" * 64, mt.OCI_MANIFEST))
         hostile.add_file("/v2/bad/x/manifests/sizeless", canonical_json(sizeless))
-        hostile.add_file("/v2/bad/x/manifests/huge", b"{" + b" " * MAX_MANIFEST_SIZE + b"}")
+        hostile.add_file("/v2/bad/x/manifests/huge", b"{" + b" " * MAX_MANIFEST_BYTES + b"}")
         via = RegistryClient(f"127.0.0.1:{hostile.port}", RegistrySettings(plain_http=True), None)
         for tag, message in (("sha512", "unsupported or malformed digest"), ("sizeless", "malformed descriptor"),
                              ("huge", "larger than")):

@@ -224,5 +224,5 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "P"
     path.write_bytes(b"FROM scratch\nLABEL a=\xff\n")
-    with pytest.raises(UsageError, match=r"P:2: the Packerfile is not valid UTF-8"):
+    with pytest.raises(PackerfileError, match=r"P:2:9: the Packerfile is not valid UTF-8"):
         plan_file(path, display_name="P")

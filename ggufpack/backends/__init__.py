@@ -16,7 +16,7 @@ The meta name ``llama.cpp`` resolves to the best installed variant for the detec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import GGUFPackError
@@ -38,12 +38,20 @@ class Backend:
     version: str  # llama.cpp version/build id: part of cache keys
     accelerator: str  # "cpu" | "cuda" | "rocm" | "vulkan"
     capabilities: frozenset[str]
+    #: why some of its tools were not usable when it was probed (a sideloaded build)
+    problems: tuple[str, ...] = field(default=(), compare=False)
 
     def tool(self, name: str) -> Path:
-        """The path of tool ``name`` (``llama-quantize``, ``llama-imatrix``, ``llama-server``)."""
+        """The path of tool ``name`` (``llama-quantize``, ``llama-imatrix``, ``llama-server``), checked to
+        be safe to run (:mod:`ggufpack.backends.trust`): a built backend's tool and every directory up to
+        the store root (``<home>/backends/<name>/bin/<tool>``), a sideloaded one and its directory."""
+        from .trust import check_trusted
+
         if self.path is not None:
             candidate = self.path / name
             if candidate.is_file():
+                check_trusted(candidate, self.path.parents[2] if self.kind == "built" else self.path,
+                              f"backend {self.name!r}'s")
                 return candidate
         raise GGUFPackError(
             f"backend {self.name!r} ({self.kind}) has no {name} tool"

@@ -5,6 +5,8 @@
 - version: ``llama-imatrix``/``llama-server --version`` print ``version: <build number> (<commit>)``;
   ``llama-quantize`` has no ``--version``, so a directory with only that tool is identified by the
   hash of its binary (which is what a cache key needs anyway);
+- trust: a tool that others could have changed (:mod:`ggufpack.backends.trust`) is never run; it is
+  reported as a problem instead;
 - accelerator: the GPU runtimes the tools link against (``ldd`` lists transitive dependencies) or
   the ggml backend libraries beside them (builds with ``GGML_BACKEND_DL`` load those at run time).
 """
@@ -17,6 +19,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from .trust import untrusted
 
 #: capability → the tool that provides it
 TOOLS = {"quantize": "llama-quantize", "imatrix": "llama-imatrix", "server": "llama-server"}
@@ -57,11 +61,14 @@ def present_tools(directory: Path) -> dict[str, Path]:
 
 
 def fingerprint(directory: Path) -> dict[str, list[int]]:
-    """Size and mtime of each tool: when these change, the directory must be probed again."""
+    """Size, mtime, owner and mode of each tool (and owner and mode of the directory): when these change,
+    the directory must be probed again (a tool refused as writable by others is probed once fixed)."""
     out = {}
     for capability, path in present_tools(directory).items():
         st = path.stat()
-        out[capability] = [st.st_size, st.st_mtime_ns]
+        out[capability] = [st.st_size, st.st_mtime_ns, st.st_uid, st.st_mode]
+    st = directory.stat()
+    out["directory"] = [st.st_uid, st.st_mode]
     return out
 
 
@@ -116,6 +123,10 @@ def probe(directory: Path) -> Probe:
     built_with: str | None = None
     tools = present_tools(directory)
     for capability, path in tools.items():
+        refused = untrusted(path)
+        if refused is not None:
+            problems.append(f"{path.name} was not run: {refused}")
+            continue
         ok, text = _tool_runs(capability, path)
         if not ok:
             tail = " ".join(text.strip().splitlines()[-2:])[:300]

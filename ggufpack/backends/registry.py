@@ -48,9 +48,11 @@ def fallback() -> Backend:
 
 
 def backend_from_metadata(data: dict[str, Any]) -> Backend:
+    problems = data.get("problems")
     return Backend(
         name=str(data["name"]), kind=str(data["kind"]), path=Path(data["path"]), version=str(data["version"]),
         accelerator=str(data["accelerator"]), capabilities=frozenset(data.get("capabilities", ())),
+        problems=tuple(str(p) for p in problems) if isinstance(problems, list) else (),
     )
 
 
@@ -113,9 +115,10 @@ def resolve(name: str | None, capability: str) -> Backend:
     backend = find(name)
     if capability not in backend.capabilities:
         offered = ", ".join(sorted(backend.capabilities)) or "nothing (its tools do not run)"
+        why = "".join(f"; {problem}" for problem in backend.problems)
         raise GGUFPackError(
-            f"backend {backend.name!r} cannot {capability} (it offers {offered}); choose another with --backend "
-            "(ggufpack backends list)"
+            f"backend {backend.name!r} cannot {capability} (it offers {offered}{why}); choose another with "
+            "--backend (ggufpack backends list)"
         )
     return backend
 

@@ -12,15 +12,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import GGUFPackError, UsageError
-from ..store.fsutil import atomic_write
+from ..store.fsutil import atomic_write, read_small_file
 from ..store.layout import default_root
+from .trust import check_trusted
 
 METADATA = "metadata.json"
+#: metadata, records and the configuration are a few KiB; a bigger file is not ours
+_MAX_RECORD = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
@@ -48,13 +52,15 @@ def config_path(root: Path | None = None) -> Path:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when the file is absent. A corrupt file is a clear error."""
+    """The JSON object in ``path``; None when the file is absent. A corrupt file is a clear error, and so is
+    one that is not a small regular file (a FIFO, a device, a symlink planted in the store)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_small_file(path, _MAX_RECORD))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise GGUFPackError(f"cannot read {path}: {exc}; delete it and run the command again") from exc
+    except (OSError, ValueError, RecursionError, GGUFPackError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise GGUFPackError(f"cannot read {path}: {reason}; delete it and run the command again") from exc
     if not isinstance(data, dict):
         raise GGUFPackError(f"{path} does not hold a JSON object; delete it and run the command again")
     return data
@@ -67,8 +73,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def configured_dirs(root: Path | None = None) -> list[dict[str, str]]:
-    """The sideload directories added with ``ggufpack backends add`` (``path`` and optional ``name``)."""
-    data = read_json(config_path(root)) or {}
+    """The sideload directories added with ``ggufpack backends add`` (``path`` and optional ``name``).
+
+    They name code that ggufpack runs, so the file is believed only when it and each directory up to the
+    store root are owned by the user (or root) and writable by no one else (:mod:`.trust`)."""
+    path = config_path(root)
+    if os.path.lexists(path):
+        check_trusted(path, path.parent.parent, "the sideload configuration")
+    data = read_json(path) or {}
     dirs = data.get("dirs", [])
     return [d for d in dirs if isinstance(d, dict) and isinstance(d.get("path"), str)]
 

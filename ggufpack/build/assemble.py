@@ -3,12 +3,11 @@ manifest, and their blobs in the store."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GGUFPackError
-from ..gguf_info import GGUFHeader, model_config_entry, model_labels, read_header_file
+from ..gguf_info import GGUFHeader, model_config_entry, model_labels, read_header_file, split_names
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.image import build_image_config, build_manifest, rfc3339
@@ -16,9 +15,8 @@ from ..packerfile.instructions import cmd_roles
 from ..plan.graph import parse_platform
 from ..store import Store
 from .executor import StageResult
-from .snapshot import Snapshot, clean_path
+from .snapshot import Snapshot, check_symlinks, clean_path
 
-_SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 #: labels derived from a model file: inherited values are recomputed for the new model
 _DERIVED_LABEL_PREFIXES = ("gguf.model.", "org.opencontainers.image.base.")
 _DERIVED_OCI = tuple(f"org.opencontainers.image.{k}" for k in
@@ -41,11 +39,7 @@ def _headers(store: Store, snapshot: Snapshot, value: str) -> tuple[list[GGUFHea
     node = snapshot.get(path)
     if node is None or node.kind != "file" or node.digest is None:
         raise GGUFPackError(f"CMD names {value}, but the image has no such file")
-    paths = [path]
-    match = _SPLIT_RE.match(path)
-    if match:
-        count = int(match.group("count"))
-        paths = [f"{match.group('stem')}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    paths = split_names(path) or [path]
     headers, size = [], 0
     for shard in paths:
         shard_node = snapshot.get(shard)
@@ -75,6 +69,7 @@ def assemble(
     cmd = state.cmd
     if not cmd:
         raise GGUFPackError('the image has no CMD: add CMD ["-m", "<model>.gguf", ...] to the final stage')
+    check_symlinks(state.snapshot, "the image")  # what pull checks: a built image is one pull accepts
     roles = cmd_roles(cmd, lambda message: GGUFPackError(message))
     fields: dict[str, Any] = {"Cmd": cmd}
     model_headers: list[GGUFHeader] | None = None

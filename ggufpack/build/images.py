@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GGUFPackError, UsageError
-from ..oci import mediatypes as mt
-from ..oci.platform import select_platform
+from ..images import open_image
+from ..oci.reader import ImageConfig, ImageManifest, MalformedImageError
 from ..refs import parse_reference
 from ..store import Store
 from .cache import BuildCache, LayerResult
-from .snapshot import Snapshot
+from .snapshot import Snapshot, check_symlinks
 
 
 @dataclass
@@ -21,23 +21,23 @@ class BaseImage:
 
     name: str
     digest: str
-    manifest: dict[str, Any]
-    config: dict[str, Any]
+    manifest: ImageManifest
+    config: ImageConfig
     layers: list[LayerResult]
     snapshot: Snapshot
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        return list(self.config.get("history") or [])
+        """One history entry per instruction; an image without history gets one empty entry per layer."""
+        return self.config.full_history
 
     @property
     def labels(self) -> dict[str, str]:
-        return dict((self.config.get("config") or {}).get("Labels") or {})
+        return dict(self.config.labels)
 
     @property
     def cmd(self) -> list[str] | None:
-        cmd = (self.config.get("config") or {}).get("Cmd")
-        return list(cmd) if cmd else None
+        return list(self.config.cmd) if self.config.cmd else None
 
 
 def load_image(
@@ -57,24 +57,25 @@ def load_image(
             ) from None
         fetch(name)
         record = store.resolve(name)
-    digest = record.descriptor.digest
-    manifest = store.read_json(digest)
-    if manifest.get("mediaType") == mt.OCI_INDEX or "manifests" in manifest:
-        digest = str(select_platform(manifest, platform, name)["digest"])
-        manifest = store.read_json(digest)
-    config = store.read_json(manifest["config"]["digest"])
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    image = open_image(store, record.descriptor.digest, name, platform)
+    manifest, config = image.manifest, image.config
+    if len(manifest.layers) != len(config.diff_ids):
+        raise MalformedImageError(
+            f"image {name}: the manifest has {len(manifest.layers)} layers but the config "
+            f"{len(config.diff_ids)} (rootfs.diff_ids); the image is corrupt"
+        )
     layers: list[LayerResult] = []
     snapshot = Snapshot()
-    for descriptor, diff_id in zip(manifest.get("layers", []), diff_ids, strict=False):
-        layer = cache.layer(descriptor["digest"])
+    for descriptor, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
+        layer = cache.layer(descriptor.digest)
         if layer is None:
             raise GGUFPackError(
-                f"image {name}: the files of layer {descriptor['digest'][:19]} are not in the store; "
+                f"image {name}: the files of layer {descriptor.digest[:19]} are not in the store; "
                 "pull the image again"
             )
         if layer.diff_id != diff_id:
-            raise GGUFPackError(f"image {name}: layer {descriptor['digest'][:19]} does not match the config")
+            raise GGUFPackError(f"image {name}: layer {descriptor.digest[:19]} does not match the config")
         layers.append(layer)
         snapshot = snapshot.apply(layer.diff)
-    return BaseImage(name, digest, manifest, config, layers, snapshot)
+    check_symlinks(snapshot, f"image {name}")
+    return BaseImage(name, image.digest, manifest, config, layers, snapshot)

@@ -13,9 +13,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import GGUFPackError
+from ..oci.reader import parse_digest
+from ..oci.symlinks import UnsafeSymlinkError, check_tree
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
+_KINDS = ("file", "dir", "symlink")
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,19 @@ class FileNode:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> FileNode:
-        return cls(
-            kind=obj["kind"], mode=int(obj["mode"]), uid=int(obj.get("uid", 0)), gid=int(obj.get("gid", 0)),
-            digest=obj.get("digest"), size=int(obj.get("size", 0)), linkname=obj.get("linkname"),
-        )
+        """A node from a record of the store (a shared store may hold anything): checked."""
+        def whole(key: str, upper: int) -> int:
+            value = obj.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < upper:
+                raise GGUFPackError(f"file node field {key} is {value!r:.40}, not an integer below {upper}")
+            return value
+
+        kind, digest, linkname = obj.get("kind"), obj.get("digest"), obj.get("linkname")
+        if kind not in _KINDS or (kind == "symlink") != isinstance(linkname, str):
+            raise GGUFPackError(f"malformed file node {dict(obj)!r:.120}")
+        return cls(kind=kind, mode=whole("mode", 0o10000), uid=whole("uid", 1 << 32), gid=whole("gid", 1 << 32),
+                   digest=None if digest is None else parse_digest(digest, "file node digest"),
+                   size=whole("size", 1 << 63), linkname=linkname)
 
     def owned(self, uid: int | None, gid: int | None, mode: int | None) -> FileNode:
         """This node with ``--chown``/``--chmod`` applied (None keeps the value)."""
@@ -126,6 +138,21 @@ class Snapshot:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Snapshot:
         return cls({path: FileNode.from_json(node) for path, node in obj.items()})
+
+    def lookup(self, path: str) -> tuple[str, str | None] | None:
+        """``(kind, symlink target)`` of ``path``, for :mod:`ggufpack.oci.symlinks`."""
+        node = self._nodes.get(path)
+        return None if node is None else (node.kind, node.linkname)
+
+
+def check_symlinks(snapshot: Snapshot, where: str) -> None:
+    """Refuse a tree holding a symlink that resolves outside it (the rule of :mod:`ggufpack.oci.symlinks`)."""
+    links = {path: node.linkname or "" for path, node in snapshot.items() if node.kind == "symlink"}
+    if links:
+        try:
+            check_tree(links, snapshot.lookup)
+        except UnsafeSymlinkError as exc:
+            raise UnsafeSymlinkError(f"{where}: {exc}") from None
 
 
 def with_parents(diff: Diff, snapshot: Snapshot) -> Diff:

@@ -8,19 +8,20 @@ then the weights stream through :mod:`ggufpack.convert.writer` one tensor at a t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 
-from ggufpack.convert.architectures import PlannedTensor, architecture_for
-from ggufpack.convert.checkpoint import open_checkpoint
+from ggufpack.convert.architectures import Architecture, PlannedTensor, converter_for
+from ggufpack.convert.checkpoint import Checkpoint, open_checkpoint
+from ggufpack.convert.files import malformed
 from ggufpack.convert.lora import plan_lora
 from ggufpack.convert.model_card import load_metadata, write_metadata
 from ggufpack.convert.vocab import load_vocab
-from ggufpack.convert.writer import OUT_TYPES, resolve_out_type, tensor_type, write_gguf
-from ggufpack.errors import GGUFPackError
+from ggufpack.convert.writer import OUT_TYPES, check_metadata, resolve_out_type, tensor_type, write_gguf
+from ggufpack.errors import GGUFPackError, shown
 from ggufpack.progress import QUIET, Progress
 
 
@@ -47,6 +48,7 @@ _LORA_QTYPES = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gg
 def convert(
     src_dir: Path, dest: Path, *, out_type: str = "F16", model_class: str = "model", base: Path | None = None,
     model_name: str | None = None, split_max_size: int | None = None, progress: Progress = QUIET,
+    link_roots: Sequence[Path] = (),
 ) -> ConvertResult:
     """Convert the checkpoint in ``src_dir`` to the GGUF file ``dest`` (replaced atomically).
 
@@ -57,31 +59,40 @@ def convert(
     the source's name. ``split_max_size`` (bytes) splits the output into llama.cpp's
     ``-NNNNN-of-NNNNN.gguf`` shards. ``model_class="lora"`` converts the PEFT adapter in ``src_dir``
     for the base model whose Hugging Face directory is ``base`` (see :mod:`ggufpack.convert.lora`).
+    Symbolic links in the source directories must stay inside them, or inside ``link_roots`` (the build
+    passes its store, whose files it links into a scratch directory; see :mod:`ggufpack.convert.files`).
     Raises :class:`ggufpack.errors.GGUFPackError` on any input problem; ``dest`` is then left untouched.
     """
     src_dir, dest = Path(src_dir), Path(dest)
     if model_class == "lora":
-        job = _lora_job(src_dir, base, out_type, split_max_size)
+        job = _lora_job(src_dir, base, out_type, split_max_size, link_roots)
     elif model_class == "model":
         if base is not None:
             raise GGUFPackError("a base model only applies to LoRA adapters (--class=lora)")
-        job = _model_job(src_dir, out_type)
+        job = _model_job(src_dir, out_type, link_roots)
     else:
-        raise GGUFPackError(f"unknown model class {model_class!r}: use 'model' or 'lora'")
+        raise GGUFPackError(f"unknown model class {shown(model_class)}: use 'model' or 'lora'")
     return _write(job, src_dir, dest, model_name, split_max_size, progress)
 
 
-def resolved_out_type(src_dir: Path, out_type: str, *, model_class: str = "model", base: Path | None = None) -> str:
+def resolved_out_type(src_dir: Path, out_type: str, *, model_class: str = "model", base: Path | None = None,
+                      link_roots: Sequence[Path] = ()) -> str:
     """What ``out_type`` (AUTO in particular) means for this source, read from tensor headers only.
 
     For naming an output before converting it, as llama.cpp's converter names its files by type.
     """
     if model_class == "lora":
-        tensors = plan_lora(Path(src_dir), base).tensors
+        tensors = plan_lora(Path(src_dir), base, link_roots).tensors
     else:
-        ckpt = open_checkpoint(Path(src_dir))
-        tensors = architecture_for(ckpt.architecture).tensors(ckpt)
+        _, tensors = _planned(open_checkpoint(Path(src_dir), link_roots))
     return resolve_out_type(out_type, tensors)
+
+
+def _planned(ckpt: Checkpoint) -> tuple[Architecture, list[PlannedTensor]]:
+    """The checkpoint's converter and GGUF tensors, planned (not loaded); a config of the wrong shape is our error."""
+    arch = converter_for(ckpt)
+    with malformed(f"{ckpt.directory / 'config.json'}: malformed hyperparameters"):
+        return arch, arch.tensors(ckpt)
 
 
 @dataclass
@@ -98,27 +109,30 @@ class _Job:
     warnings: list[str]
 
 
-def _model_job(src_dir: Path, out_type: str) -> _Job:
+def _model_job(src_dir: Path, out_type: str, link_roots: Sequence[Path]) -> _Job:
     warnings: list[str] = []
-    ckpt = open_checkpoint(src_dir)
-    arch = architecture_for(ckpt.architecture)
-    tensors = arch.tensors(ckpt)
+    ckpt = open_checkpoint(src_dir, link_roots)
+    arch, tensors = _planned(ckpt)
     resolved = resolve_out_type(out_type, tensors)
     types = [tensor_type(t, resolved, warnings) for t in tensors]
     # multimodal wrappers (Gemma3ForConditionalGeneration) keep the text model's vocab_size in text_config
-    vocab_size = ckpt.config.get("vocab_size", (ckpt.config.get("text_config") or {}).get("vocab_size"))
+    text_config = ckpt.config.get("text_config")
+    vocab_size = ckpt.config.get("vocab_size", text_config.get("vocab_size") if isinstance(text_config, dict) else None)
     vocab = load_vocab(src_dir, vocab_size, warnings)
 
     def write_keys(writer: gguf.GGUFWriter) -> None:
-        arch.write_hparams(ckpt, writer, warnings)
-        vocab.write(writer)
+        with malformed(f"{src_dir / 'config.json'}: malformed hyperparameters"):
+            arch.write_hparams(ckpt, writer, warnings)
+        with malformed(f"{src_dir}: malformed tokenizer files"):  # gguf-py writes the special tokens, templates
+            vocab.write(writer)
 
     return _Job(ckpt.architecture, arch.gguf_arch, gguf.GGUFType.MODEL, tensors, resolved, types, write_keys, warnings)
 
 
-def _lora_job(src_dir: Path, base: Path | None, out_type: str, split_max_size: int | None) -> _Job:
+def _lora_job(src_dir: Path, base: Path | None, out_type: str, split_max_size: int | None,
+              link_roots: Sequence[Path]) -> _Job:
     warnings: list[str] = []
-    plan = plan_lora(src_dir, base)
+    plan = plan_lora(src_dir, base, link_roots)
     resolved = resolve_out_type(out_type, plan.tensors)
     if OUT_TYPES[resolved][0] not in _LORA_QTYPES:
         raise GGUFPackError(f"a LoRA adapter cannot be stored as {resolved} (it would lose its values); "
@@ -131,12 +145,16 @@ def _lora_job(src_dir: Path, base: Path | None, out_type: str, split_max_size: i
     if kept:
         warnings.append(f"{len(kept)} LoRA tensor(s) kept F16, first {kept[0]}")
     invocation = plan.config.get("alora_invocation_tokens")
+    if invocation is not None and not (isinstance(invocation, list) and all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 1 << 32 for t in invocation)):
+        raise GGUFPackError(f"{src_dir / 'adapter_config.json'}: alora_invocation_tokens must be a list of token ids, "
+                            f"not {shown(invocation)}")
 
     def write_keys(writer: gguf.GGUFWriter) -> None:
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, plan.alpha)
         if invocation:  # activated LoRA: llama.cpp enables it after these tokens
-            writer.add_key_value(gguf.Keys.Adapter.ALORA_INVOCATION_TOKENS, [int(t) for t in invocation],
+            writer.add_key_value(gguf.Keys.Adapter.ALORA_INVOCATION_TOKENS, invocation,
                                  gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.UINT32)
 
     return _Job(plan.base.architecture, plan.arch.gguf_arch, gguf.GGUFType.ADAPTER, plan.tensors, resolved, types,
@@ -156,6 +174,7 @@ def _write(job: _Job, src_dir: Path, dest: Path, model_name: str | None, split_m
     job.write_keys(writer)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    check_metadata(writer)
     written = write_gguf(writer, job.tensors, job.types, dest, progress, split_max_size=split_max_size)
     for w in warnings:
         progress.log(f"warning: {w}")

@@ -4,17 +4,22 @@ Reads ``config.json``, the optional ``generation_config.json``, and either ``mod
 (any ``*.safetensors`` file, in fact) or a sharded set described by ``*.safetensors.index.json``.
 Pickle checkpoints (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``) are refused: unpickling them can run
 arbitrary code, and safetensors exists so that nobody has to.
+
+The directory is untrusted (see :mod:`ggufpack.convert.files`): an index names shards by plain file
+names only, no link leads outside the directory, and config.json's layer count may not exceed the
+layers its tensors hold, since converters allocate per layer before they look at a tensor.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ggufpack.convert.files import check_directory, plain_name, read_json
 from ggufpack.convert.safetensors import TensorRef, read_header
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -36,29 +41,43 @@ class Checkpoint:
         return archs[0]
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or a GGUFPackError that names the file."""
-    data = read_json_value(path)
-    if not isinstance(data, dict):
-        raise GGUFPackError(f"{path}: expected a JSON object")
-    return data
+#: config.json keys (also under ``text_config``) that give the number of transformer blocks
+LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer")
+_BLOCK_LISTS = ("layers", "h", "layer")
 
 
-def read_json_value(path: Path) -> Any:
-    """Any JSON value from ``path``, or a GGUFPackError that names the file."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise GGUFPackError(f"cannot read {path}: {e}") from e
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly deep nesting
-        raise GGUFPackError(f"{path} is not valid JSON: {e}") from e
+def layer_index(hf_name: str) -> int | None:
+    """N in ``...layers.N....`` (``h.N``, ``layer.N``), or None for a tensor outside the blocks."""
+    parts = hf_name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in _BLOCK_LISTS and parts[i + 1].isdecimal():
+            return int(parts[i + 1])
+    return None
 
 
-def open_checkpoint(directory: Path) -> Checkpoint:
-    """Index a checkpoint directory; raises GGUFPackError on anything missing or malformed."""
+def check_layer_count(ckpt: Checkpoint) -> None:
+    """Refuse a layer count above the number of distinct blocks the tensors hold: converters build a table
+    per layer, so ``num_hidden_layers: 10**9`` would allocate gigabytes before any tensor is missed."""
+    present = len({i for i in map(layer_index, ckpt.tensors) if i is not None})
+    config, where = ckpt.config, ckpt.directory / "config.json"
+    text = config.get("text_config")
+    for cfg, prefix in ((config, ""), (text if isinstance(text, dict) else {}, "text_config.")):
+        for key in LAYER_COUNT_KEYS:
+            value = cfg.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > present:
+                raise GGUFPackError(f"{where}: the checkpoint lacks layers: {prefix}{key} is {shown(value)}, but its "
+                                    f"tensors hold {present} layer(s), so config.json does not describe these weights")
+
+
+def open_checkpoint(directory: Path, link_roots: Sequence[Path] = ()) -> Checkpoint:
+    """Index a checkpoint directory; raises GGUFPackError on anything missing or malformed.
+
+    ``link_roots``: directories beyond the checkpoint that its symbolic links may point into.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise GGUFPackError(f"{directory}: not a directory (CONVERT expects a Hugging Face model directory)")
+    check_directory(directory, link_roots)
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise GGUFPackError(f"{directory}: no config.json: this is not a Hugging Face model directory")
@@ -71,7 +90,8 @@ def open_checkpoint(directory: Path) -> Checkpoint:
         found = read_header(path)
         for name, ref in found.items():
             if name in tensors:
-                raise GGUFPackError(f"tensor {name!r} is stored twice: in {tensors[name].path.name} and {path.name}")
+                raise GGUFPackError(f"tensor {shown(name)} is stored twice: in {tensors[name].path.name} "
+                                    f"and {path.name}")
             tensors[name] = ref
     _check_index(directory, tensors)
     return Checkpoint(directory=directory, config=config, generation_config=generation_config,
@@ -81,14 +101,12 @@ def open_checkpoint(directory: Path) -> Checkpoint:
 def _weight_files(directory: Path) -> list[Path]:
     index = _index_file(directory)
     if index is not None:
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise GGUFPackError(f"{index}: no 'weight_map'")
-        names = sorted(set(weight_map.values()))
+        names = sorted({plain_name(shard, f"{index} (tensor {shown(name)})")
+                        for name, shard in _weight_map(index).items()})
         files = [directory / n for n in names]
         missing = [n for n, p in zip(names, files, strict=True) if not p.is_file()]
         if missing:
-            raise GGUFPackError(f"{index} names shards that are missing: {', '.join(missing)}")
+            raise GGUFPackError(f"{index} names {len(missing)} shard(s) that are missing, first {shown(missing[0])}")
         return files
     files = sorted(p for p in directory.glob("*.safetensors") if p.is_file())
     if files:
@@ -103,6 +121,13 @@ def _weight_files(directory: Path) -> list[Path]:
     raise GGUFPackError(f"{directory}: no *.safetensors weights found")
 
 
+def _weight_map(index: Path) -> dict[str, Any]:
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise GGUFPackError(f"{index}: no 'weight_map'")
+    return weight_map
+
+
 def _index_file(directory: Path) -> Path | None:
     candidates = sorted(directory.glob("*.safetensors.index.json"))
     if len(candidates) > 1:
@@ -115,7 +140,7 @@ def _check_index(directory: Path, tensors: dict[str, TensorRef]) -> None:
     index = _index_file(directory)
     if index is None:
         return
-    for name, shard in read_json(index)["weight_map"].items():
+    for name, shard in _weight_map(index).items():
         ref = tensors.get(name)
         if ref is None or ref.path.name != shard:
-            raise GGUFPackError(f"{index.name} says tensor {name!r} is in {shard}, but it is not there")
+            raise GGUFPackError(f"{index.name} says tensor {shown(name)} is in {shown(shard)}, but it is not there")

@@ -26,22 +26,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from re import _parser as re_parser  # type: ignore[attr-defined]
 from typing import Any
 
 import gguf
 import numpy as np
 
-from ggufpack.convert.architectures import architecture_for
+from ggufpack.convert.architectures import converter_for
 from ggufpack.convert.architectures.base import PlannedTensor
 from ggufpack.convert.architectures.decoder import DecoderArchitecture
-from ggufpack.convert.checkpoint import Checkpoint, open_checkpoint, read_json
+from ggufpack.convert.checkpoint import Checkpoint, open_checkpoint
+from ggufpack.convert.files import check_directory, malformed, read_json
 from ggufpack.convert.lowrank import LowRank, UnsupportedLowRank
 from ggufpack.convert.safetensors import TensorRef, read_header
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, clipped, shown
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -50,6 +52,11 @@ _FACTORS = {".lora_A.weight": "a", ".lora_B.weight": "b", ".lora_embedding_A": "
 _TOKEN_EMBD = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"
 _OUTPUT = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.OUTPUT] + ".weight"
 _MERGE_HINT = "merge it into the base model (PEFT's merge_and_unload) and convert the merged model instead"
+#: most rank_pattern/alpha_pattern entries read (each is matched against every adapted module)
+MAX_PATTERNS = 4096
+#: longest such pattern
+MAX_PATTERN_CHARS = 1024
+_REPEATS = (re_parser.MAX_REPEAT, re_parser.MIN_REPEAT, re_parser.POSSESSIVE_REPEAT)
 
 
 @dataclass(frozen=True)
@@ -84,21 +91,25 @@ class LoraPlan:
     config: dict[str, Any]
 
 
-def plan_lora(adapter_dir: Path, base_dir: Path | None) -> LoraPlan:
-    """Read and check the adapter in ``adapter_dir`` against the base model in ``base_dir``."""
-    config, tensors = _open_adapter(adapter_dir)
+def plan_lora(adapter_dir: Path, base_dir: Path | None, link_roots: Sequence[Path] = ()) -> LoraPlan:
+    """Read and check the adapter in ``adapter_dir`` against the base model in ``base_dir``.
+
+    ``link_roots``: directories beyond the two that their symbolic links may point into.
+    """
+    config, tensors = _open_adapter(adapter_dir, link_roots)
     if base_dir is None:
         trained_on = config.get("base_model_name_or_path")
         raise GGUFPackError(
             "a LoRA adapter needs its base model: pass the base model's Hugging Face directory with --base"
-            + (f" (this adapter was trained on {trained_on!r})" if trained_on else "")
+            + (f" (this adapter was trained on {shown(trained_on)})" if trained_on else "")
         )
-    base = open_checkpoint(Path(base_dir))
+    base = open_checkpoint(Path(base_dir), link_roots)
+    arch = converter_for(base)
     _check_base_class(config, base)
-    arch = architecture_for(base.architecture)
     if not isinstance(arch, DecoderArchitecture):
         raise GGUFPackError(f"LoRA adapters for {base.architecture} models are not supported (decoder models only)")
-    base_tensors = {t.name: (i, t) for i, t in enumerate(arch.tensors(base))}  # also validates the base
+    with malformed(f"{base.directory / 'config.json'}: malformed hyperparameters"):
+        base_tensors = {t.name: (i, t) for i, t in enumerate(arch.tensors(base))}  # also validates the base
     targets = _targets(config, tensors, base, adapter_dir)
     # the alpha that gives modules at the default r and lora_alpha PEFT's scale: alpha / r == lora_alpha / √r
     alpha = float(config["lora_alpha"]) * (math.sqrt(config["r"]) if config.get("use_rslora") else 1.0)
@@ -112,7 +123,7 @@ def plan_lora(adapter_dir: Path, base_dir: Path | None) -> LoraPlan:
         transform = partial(_transformed, target, arch, base.config, fold)
         pair = _dry_run(transform, target, arch)
         if pair.shape != base_tensor.shape:
-            raise GGUFPackError(f"{target.module}: the adapted weight comes out as {pair.shape} but the base "
+            raise GGUFPackError(f"{clipped(target.module)}: the adapted weight comes out as {pair.shape} but the base "
                                 f"model's {name} is {base_tensor.shape}")
         embedding = name == _TOKEN_EMBD
         for suffix, index in ((".lora_a", 0), (".lora_b", 1)):
@@ -126,10 +137,11 @@ def plan_lora(adapter_dir: Path, base_dir: Path | None) -> LoraPlan:
 # --- the adapter directory -----------------------------------------------------------------------
 
 
-def _open_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, TensorRef]]:
+def _open_adapter(directory: Path, link_roots: Sequence[Path]) -> tuple[dict[str, Any], dict[str, TensorRef]]:
     directory = Path(directory)
     if not directory.is_dir():
         raise GGUFPackError(f"{directory}: not a directory (a LoRA adapter is a PEFT output directory)")
+    check_directory(directory, link_roots)
     config_path = directory / ADAPTER_CONFIG
     if not config_path.is_file():
         hint = (": it looks like a full model, convert it with --class=model" if (directory / "config.json").is_file()
@@ -154,11 +166,11 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
     """Refuse the PEFT features that llama.cpp's LoRA (``W x + scale · B A x``) cannot express."""
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
-        raise GGUFPackError(f"{path}: a {peft_type} adapter; only LoRA adapters convert to GGUF")
+        raise GGUFPackError(f"{path}: a {clipped(peft_type)} adapter; only LoRA adapters convert to GGUF")
     refusals = [
         (config.get("use_dora"), "DoRA (use_dora) rescales weight columns, which llama.cpp's LoRA cannot do"),
         (config.get("bias", "none") != "none" or config.get("lora_bias"),
-         f"the adapter trains biases (bias={config.get('bias')!r}, lora_bias={config.get('lora_bias')!r}); "
+         f"the adapter trains biases (bias={shown(config.get('bias'))}, lora_bias={shown(config.get('lora_bias'))}); "
          "llama.cpp's LoRA applies only the low-rank product"),
         (config.get("layer_replication"), "layer_replication changes the number of layers"),
         (config.get("target_parameters"), "LoRA on raw parameters (target_parameters) is not supported"),
@@ -172,13 +184,46 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
                              ("alpha_pattern", _is_number, "a number")):
         patterns = config.get(key) or {}
         if not isinstance(patterns, dict):
-            raise GGUFPackError(f"{path}: {key!r} must be an object")
+            raise GGUFPackError(f"{path}: {shown(key)} must be an object")
+        if len(patterns) > MAX_PATTERNS:
+            raise GGUFPackError(f"{path}: {key} has {len(patterns)} patterns, more than the {MAX_PATTERNS} read")
         for pattern, value in patterns.items():
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise GGUFPackError(f"{path}: {key} key {pattern!r} is not a regular expression ({e})") from e
-            _check_value(path, f"{key}[{pattern!r}]", value, valid, what)
+            _check_pattern(path, key, pattern)
+            _check_value(path, f"{key}[{shown(pattern)}]", value, valid, what)
+
+
+def _check_pattern(path: Path, key: str, pattern: str) -> None:
+    """A PEFT module pattern that compiles and matches in linear time: it is matched against every adapted
+    module's name, and a pattern that backtracks (``(a+)+$``) would hang the conversion on a long name."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise GGUFPackError(f"{path}: {key} key {shown(pattern)} is longer than {MAX_PATTERN_CHARS} characters")
+    try:
+        parsed = re_parser.parse(pattern)
+    except re.error as e:
+        raise GGUFPackError(f"{path}: {key} key {shown(pattern)} is not a regular expression ({e})") from e
+    if _backtracks(list(parsed), inside_repeat=False):
+        raise GGUFPackError(f"{path}: {key} key {shown(pattern)} repeats a repetition or alternatives, which can "
+                            "take exponential time to match: write it without nested repetition")
+
+
+def _backtracks(items: list[tuple[Any, Any]], *, inside_repeat: bool) -> bool:
+    """Whether a parsed pattern repeats a repetition or an alternation (the shapes that backtrack exponentially)."""
+    for op, av in items:
+        if op in _REPEATS:
+            _, most, sub = av
+            if most > 1 and inside_repeat:
+                return True
+            if _backtracks(list(sub), inside_repeat=inside_repeat or most > 1):
+                return True
+        elif op == re_parser.BRANCH:
+            if inside_repeat or any(_backtracks(list(alt), inside_repeat=False) for alt in av[1]):
+                return True
+        elif op == re_parser.SUBPATTERN:
+            if _backtracks(list(av[-1]), inside_repeat=inside_repeat):
+                return True
+        elif op in (re_parser.ASSERT, re_parser.ASSERT_NOT) and _backtracks(list(av[1]), inside_repeat=inside_repeat):
+            return True
+    return False
 
 
 def _is_number(value: Any) -> bool:
@@ -191,16 +236,18 @@ def _is_rank(value: Any) -> bool:
 
 def _check_value(path: Path, key: str, value: Any, valid: Callable[[Any], bool], what: str) -> None:
     if not valid(value):
-        raise GGUFPackError(f"{path}: {key} must be {what}, got {value!r}")
+        raise GGUFPackError(f"{path}: {key} must be {what}, got {shown(value)}")
 
 
 def _check_base_class(config: dict[str, Any], base: Checkpoint) -> None:
     """The adapter's recorded base class (PEFT's ``auto_mapping``), when there, must be the base's."""
-    trained = (config.get("auto_mapping") or {}).get("base_model_class")
+    mapping = config.get("auto_mapping")
+    trained = mapping.get("base_model_class") if isinstance(mapping, dict) else None
     if trained and trained != base.architecture:
         raise GGUFPackError(
-            f"the adapter was trained on a {trained} but --base {base.directory} is a {base.architecture}: "
-            f"pass the base model the adapter was made for ({config.get('base_model_name_or_path') or 'unknown'})"
+            f"the adapter was trained on a {clipped(str(trained))} but --base {base.directory} is a "
+            f"{base.architecture}: pass the base model the adapter was made for "
+            f"({clipped(str(config.get('base_model_name_or_path') or 'unknown'))})"
         )
 
 
@@ -211,6 +258,9 @@ def _targets(config: dict[str, Any], tensors: dict[str, TensorRef], base: Checkp
     embedding: set[str] = set()
     others: list[str] = []
     for name, ref in tensors.items():
+        if len(name) > MAX_PATTERN_CHARS:  # names are matched against the patterns: keep that linear and short
+            raise GGUFPackError(f"{directory / ADAPTER_WEIGHTS}: tensor name {shown(name)} is longer than "
+                                f"{MAX_PATTERN_CHARS} characters")
         module = name.removeprefix(_PREFIX)
         suffix = next((s for s in _FACTORS if module.endswith(s)), None)
         if suffix is not None:
@@ -225,7 +275,7 @@ def _targets(config: dict[str, Any], tensors: dict[str, TensorRef], base: Checkp
     if others:
         raise GGUFPackError(
             f"{directory / ADAPTER_WEIGHTS} holds {len(others)} tensor(s) that are not LoRA factors, first "
-            f"{others[0]!r}: full weights from modules_to_save, trained tokens or biases, which llama.cpp's "
+            f"{shown(others[0])}: full weights from modules_to_save, trained tokens or biases, which llama.cpp's "
             f"LoRA cannot apply; {_MERGE_HINT}"
         )
     if not found:
@@ -234,7 +284,7 @@ def _targets(config: dict[str, Any], tensors: dict[str, TensorRef], base: Checkp
     for module, pair in sorted(found.items()):
         if set(pair) != {"a", "b"}:
             missing = "lora_B" if "a" in pair else "lora_A"
-            raise GGUFPackError(f"{directory / ADAPTER_WEIGHTS}: {module} has no {missing}")
+            raise GGUFPackError(f"{directory / ADAPTER_WEIGHTS}: {clipped(module)} has no {missing}")
         transposed = module in embedding or bool(config.get("fan_in_fan_out"))
         rank = _pattern(config, "rank_pattern", module, config["r"])
         targets.append(LoraTarget(module, pair["a"], pair["b"], transposed, rank))
@@ -247,7 +297,7 @@ def _check_saved_base_layer(module: str, ref: TensorRef, base: Checkpoint) -> No
     if base_ref is None or base_ref.shape != ref.shape:
         have = list(base_ref.shape) if base_ref is not None else "nothing"
         raise GGUFPackError(
-            f"the adapter carries {module}.weight of shape {list(ref.shape)} but the base model has {have}: "
+            f"the adapter carries {clipped(module)}.weight of shape {list(ref.shape)} but the base model has {have}: "
             f"the vocabulary was resized during fine-tuning; {_MERGE_HINT}"
         )
 
@@ -281,29 +331,31 @@ def _gguf_target(target: LoraTarget, arch: DecoderArchitecture, base: Checkpoint
     base_ref = base.tensors.get(target.weight)
     if base_ref is None:
         raise GGUFPackError(
-            f"the adapter adapts {target.module}, which the base model {base.directory} does not have: "
+            f"the adapter adapts {clipped(target.module)}, which the base model {base.directory} does not have: "
             "is --base the model the adapter was trained on?"
         )
     a, b, rank = target.a.shape, target.b.shape, target.rank
     if len(a) != 2 or len(b) != 2 or a[0] != rank or b[1] != rank:
-        raise GGUFPackError(f"{target.module}: lora_A {list(a)} and lora_B {list(b)} do not make the rank-{rank} "
+        raise GGUFPackError(f"{clipped(target.module)}: lora_A {list(a)} and lora_B {list(b)} do not make the "
+                            f"rank-{rank} "
                             f"pair adapter_config.json describes")
     if target.hf_shape != base_ref.shape:
         raise GGUFPackError(
-            f"{target.module}: the adapter's delta has shape {list(target.hf_shape)} but the base weight is "
+            f"{clipped(target.module)}: the adapter's delta has shape {list(target.hf_shape)} but the base weight is "
             f"{list(base_ref.shape)}: is --base the model the adapter was trained on?"
         )
     name = arch.gguf_name(target.weight, name_map)
     if name in base_tensors:
         if name == _TOKEN_EMBD and _OUTPUT not in base_tensors:
             raise GGUFPackError(
-                f"the adapter adapts {target.module}, but the base model ties its output to the token embeddings: "
+                f"the adapter adapts {clipped(target.module)}, but the base model ties its output to the token "
+                "embeddings: "
                 f"llama.cpp would apply the embedding LoRA to the output too; {_MERGE_HINT}"
             )
         return name
     why = ("the base model ties it to the token embeddings" if arch.skip(target.weight, base.config)
            else "the base model's GGUF has no such tensor")
-    raise GGUFPackError(f"the adapter adapts {target.module} ({name}), but {why}; {_MERGE_HINT}")
+    raise GGUFPackError(f"the adapter adapts {clipped(target.module)} ({name}), but {why}; {_MERGE_HINT}")
 
 
 def _transformed(target: LoraTarget, arch: DecoderArchitecture, cfg: dict[str, Any], fold: float,
@@ -331,7 +383,8 @@ def _dry_run(transform: partial[LowRank], target: LoraTarget, arch: DecoderArchi
         return transform(np.zeros(target.a.shape, np.float32), np.zeros(target.b.shape, np.float32))
     except (UnsupportedLowRank, TypeError) as e:
         raise GGUFPackError(
-            f"{target.module}: the {type(arch).__name__} converter's transform of {target.weight} cannot be applied "
+            f"{clipped(target.module)}: the {type(arch).__name__} converter's transform of {clipped(target.weight)} "
+            "cannot be applied "
             f"to a LoRA adapter ({e}); {_MERGE_HINT}"
         ) from e
 

@@ -10,8 +10,8 @@ truncated file or a lying header is an error naming the tensor, not a crash or g
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import struct
 from dataclasses import dataclass
 from itertools import pairwise
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ggufpack.errors import GGUFPackError
+from ggufpack.convert.files import open_regular, parse_json
+from ggufpack.errors import GGUFPackError, shown
 
 # safetensors dtype name -> numpy dtype of the stored bytes
 _STORED_DTYPES: dict[str, np.dtype] = {
@@ -36,6 +37,8 @@ _STORED_DTYPES: dict[str, np.dtype] = {
 }
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 _MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
+MAX_DIMS = 8
+"""Most dimensions of one tensor (checkpoints hold at most 3 or 4; numpy maps at most 32)."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,12 @@ class TensorRef:
         try:
             return np.memmap(self.path, dtype=stored, mode="r", offset=self.offset, shape=self.shape)
         except (OSError, ValueError) as e:
-            raise GGUFPackError(f"{self.path.name}: cannot read tensor {self.name!r}: {e}") from e
+            raise GGUFPackError(f"{self.path.name}: cannot read tensor {shown(self.name)}: {e}") from e
 
     def load_f32(self) -> np.ndarray:
         """The tensor widened to float32 (exact for F16 and BF16)."""
         if self.dtype not in FLOAT_DTYPES:
-            raise GGUFPackError(f"{self.path.name}: tensor {self.name!r} has non-float dtype {self.dtype}")
+            raise GGUFPackError(f"{self.path.name}: tensor {shown(self.name)} has non-float dtype {self.dtype}")
         data = self.raw()
         return bf16_to_f32(data) if self.dtype == "BF16" else data.astype(np.float32)
 
@@ -80,25 +83,24 @@ def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
 
 def read_header(path: Path) -> dict[str, TensorRef]:
     """Parse and validate the header of one safetensors file: its tensors (``__metadata__`` is not needed)."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
+    with open_regular(path) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise GGUFPackError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
             (header_len,) = struct.unpack("<Q", prefix)
+            # the claimed length is the file's first 8 bytes: never echo it (the file may be anything)
             if header_len > _MAX_HEADER or 8 + header_len > size:
                 raise GGUFPackError(
-                    f"{path}: safetensors header claims {header_len} bytes but the file has {size}: "
-                    "the file is truncated or not safetensors"
+                    f"{path}: not a safetensors file: its first 8 bytes give no possible header length "
+                    f"(at most {_MAX_HEADER} bytes and within the file's {size}); the file is truncated or is "
+                    "something else"
                 )
             header_bytes = f.read(header_len)
-    except OSError as e:
-        raise GGUFPackError(f"cannot read {path}: {e}") from e
-    try:
-        header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: hostile nesting
-        raise GGUFPackError(f"{path}: safetensors header is not valid JSON: {e}") from e
+        except OSError as e:
+            raise GGUFPackError(f"cannot read {path}: {e.strerror or e}") from e
+    header = parse_json(header_bytes, f"{path}: safetensors header")
     if not isinstance(header, dict):
         raise GGUFPackError(f"{path}: safetensors header is not a JSON object")
 
@@ -114,35 +116,37 @@ def read_header(path: Path) -> dict[str, TensorRef]:
     spans.sort()
     for (_, end_a, a), (begin_b, _, b) in pairwise(spans):
         if begin_b < end_a:
-            raise GGUFPackError(f"{path}: safetensors header is corrupt: tensors {a!r} and {b!r} overlap")
+            raise GGUFPackError(f"{path}: safetensors header is corrupt: tensors {shown(a)} and {shown(b)} overlap")
     return tensors
 
 
 def _tensor_ref(path: Path, name: str, entry: object, data_start: int, data_size: int) -> TensorRef:
     if not isinstance(entry, dict):
-        raise GGUFPackError(f"{path}: tensor {name!r}: header entry is not an object")
+        raise GGUFPackError(f"{path}: tensor {shown(name)}: header entry is not an object")
     dtype = entry.get("dtype")
     shape = entry.get("shape")
     offsets = entry.get("data_offsets")
-    if dtype not in _STORED_DTYPES:
+    if not isinstance(dtype, str) or dtype not in _STORED_DTYPES:
         raise GGUFPackError(
-            f"{path}: tensor {name!r} has unsupported dtype {dtype!r} "
+            f"{path}: tensor {shown(name)} has unsupported dtype {shown(dtype)} "
             f"(supported: {', '.join(sorted(_STORED_DTYPES))})"
         )
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise GGUFPackError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-        raise GGUFPackError(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise GGUFPackError(f"{path}: tensor {shown(name)} has an invalid shape {shown(shape)}")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise GGUFPackError(f"{path}: tensor {shown(name)} has invalid data_offsets {shown(offsets)}")
     begin, end = offsets
     expected = math.prod(shape) * _STORED_DTYPES[dtype].itemsize
     if begin < 0 or end < begin or end - begin != expected:
         raise GGUFPackError(
-            f"{path}: tensor {name!r}: data_offsets {offsets} hold {end - begin} bytes, "
-            f"but {dtype} {shape} needs {expected}: the header is corrupt"
+            f"{path}: tensor {shown(name)}: data_offsets {shown(offsets)} hold {shown(end - begin)} bytes, "
+            f"but {dtype} {shown(shape)} needs {shown(expected)}: the header is corrupt"
         )
     if end > data_size:
         raise GGUFPackError(
-            f"{path}: tensor {name!r} ends at byte {end} of the data, but the file holds only {data_size}: "
+            f"{path}: tensor {shown(name)} ends at byte {shown(end)} of the data, but the file holds only {data_size}: "
             "the file is truncated (re-download or re-save it)"
         )
     return TensorRef(name=name, dtype=dtype, shape=tuple(shape), path=path, offset=data_start + begin,

@@ -35,8 +35,9 @@ import gguf
 import numpy as np
 
 from ggufpack.convert.architectures.base import PlannedTensor
+from ggufpack.convert.files import malformed
 from ggufpack.convert.safetensors import bf16_to_f32
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 from ggufpack.progress import QUIET, Progress
 from ggufpack.store.fsutil import fsync_dir
 
@@ -76,7 +77,7 @@ def resolve_out_type(out_type: str, tensors: list[PlannedTensor]) -> str:
     if name == AUTO:
         return "BF16" if any(t.source_dtype == "BF16" and len(t.shape) > 1 for t in tensors) else "F16"
     if name not in OUT_TYPES:
-        raise GGUFPackError(f"unknown output type {out_type!r}; choose one of {', '.join([*OUT_TYPES, AUTO])}")
+        raise GGUFPackError(f"unknown output type {shown(out_type)}; choose one of {', '.join([*OUT_TYPES, AUTO])}")
     return name
 
 
@@ -215,6 +216,15 @@ class WrittenFile:
     size: int  # bytes, all shards together
     tensor_count: int
     parameter_count: int
+
+
+def check_metadata(writer: gguf.GGUFWriter) -> None:
+    """Pack every key/value once before any file is opened: a value GGUF cannot hold (a config number out of
+    its type's range, a lone surrogate in a token, a wrong type) is our error naming the key, not a
+    traceback halfway through writing."""
+    for key, kv in writer.kv_data[0].items():
+        with malformed(f"cannot store {key} = {shown(kv.value)} as GGUF {kv.type.name}: malformed source files"):
+            writer._pack_val(kv.value, kv.type, add_vtype=True, sub_type=kv.sub_type)
 
 
 def write_gguf(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ggufpack.errors import GGUFPackError, UsageError
 from ggufpack.gguf_info import GGUFHeader, header_from_config_entry, merge_headers, read_gguf
+from ggufpack.oci.reader import ImageConfig, ModelEntry
 
 if TYPE_CHECKING:
     from ggufpack.refs import Reference
@@ -38,32 +39,24 @@ def from_file(path: Path) -> ModelInputs:
     return ModelInputs(source=str(path), model=merge_headers(read_gguf(path)))
 
 
-def _entry(fields: Mapping[str, Any], key: str) -> GGUFHeader | None:
-    entry = fields.get(key)
-    return header_from_config_entry(entry) if isinstance(entry, Mapping) else None
+def _header(entry: ModelEntry | None) -> GGUFHeader | None:
+    return header_from_config_entry(entry.raw) if entry is not None else None
 
 
-def from_config(config: Mapping[str, Any], source: str) -> ModelInputs:
-    """An image config (ours or gguf-packer's): its ``config`` holds ``Cmd`` and the model entries."""
-    fields = config.get("config") if isinstance(config, Mapping) else None
-    if not isinstance(fields, Mapping):
-        raise GGUFPackError(f"{source}: the image config has no 'config' object; is it a model image?")
-    model = _entry(fields, "Model")
+def from_config(config: Mapping[str, Any] | ImageConfig, source: str) -> ModelInputs:
+    """An image config (ours or gguf-packer's), raw or already read by the typed reader: its ``config``
+    holds ``Cmd`` and the model entries."""
+    image = config if isinstance(config, ImageConfig) else ImageConfig.parse(config, source)
+    model = _header(image.model)
     if model is None:
         raise GGUFPackError(f"{source}: the image config names no model (no 'Model' entry): nothing to estimate")
-    adapters = fields.get("Adapters") or []
-    if not isinstance(adapters, list):
-        raise GGUFPackError(f"{source}: 'Adapters' in the image config is not a list")
-    cmd = fields.get("Cmd") or []
-    if not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
-        raise GGUFPackError(f"{source}: 'Cmd' in the image config is not a list of strings")
     return ModelInputs(
         source=source,
         model=model,
-        drafter=_entry(fields, "Drafter"),
-        projector=_entry(fields, "Projector"),
-        adapters=[header_from_config_entry(a) for a in adapters if isinstance(a, Mapping)],
-        cmd=list(cmd),
+        drafter=_header(image.drafter),
+        projector=_header(image.projector),
+        adapters=[header_from_config_entry(a.raw) for a in image.adapters],
+        cmd=list(image.cmd or ()),
     )
 
 
@@ -80,8 +73,7 @@ def load(target: str, store: Callable[[], Store], client: Callable[[str], Regist
 
     try:
         local = store()
-        _, config = read_image(local, local.resolve(target))
-        return from_config(config, target)
+        return from_config(read_image(local, local.resolve(target), platform).config, target)
     except UsageError:
         ref = _registry_ref(target)
         if ref is None:

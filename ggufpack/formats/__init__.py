@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ggufpack.errors import GGUFPackError
+from ggufpack.oci.reader import ImageManifest
 from ggufpack.progress import Progress
 from ggufpack.store import Store
 
@@ -17,6 +18,7 @@ from ggufpack.store import Store
 def import_artifact(store: Store, kind: str, manifest_digest: str, manifest: dict[str, Any], ref_name: str,
                     progress: Progress) -> str:
     """Turn a pulled artifact (its blobs already in the store) into a store image named ``ref_name``."""
+    ImageManifest.parse(manifest, ref_name)  # every descriptor and annotation an importer reads, checked
     if kind == "modelpack":
         from ggufpack.formats.modelpack import import_modelpack as importer
     elif kind == "docker-ai":

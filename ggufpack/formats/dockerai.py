@@ -17,13 +17,17 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 from ggufpack.formats.synthesize import ImageFile, synthesize_image
+from ggufpack.images import read_json_blob
 from ggufpack.oci import mediatypes as mt
+from ggufpack.oci.reader import MAX_CONFIG_BYTES
 from ggufpack.progress import Progress
 from ggufpack.store import Store
 
 _TITLE = "org.opencontainers.image.title"
+#: the largest context_size taken from a config: llama.cpp's n_ctx is a 32-bit count
+MAX_CONTEXT = (1 << 31) - 1
 #: media type → (directory in the image, default file name)
 _PLACES = {
     mt.DOCKER_AI_GGUF: ("/models", "model.gguf"),
@@ -38,13 +42,32 @@ def _name(layer: dict[str, Any], default: str, index: int) -> str:
     return title if index == 0 or title != default else f"{index}-{default}"
 
 
+def _model_config(config: Any, ref_name: str) -> dict[str, Any]:
+    """The ``config`` object of a Docker model config, with the fields the import uses checked."""
+    where = f"{ref_name}: the Docker model config"
+    if not isinstance(config, dict):
+        raise GGUFPackError(f"{where} is {shown(config)}, not a JSON object")
+    model_config = config.get("config")
+    if model_config is None:
+        return {}
+    if not isinstance(model_config, dict):
+        raise GGUFPackError(f"{where}'s config is {shown(model_config)}, not an object")
+    context = model_config.get("context_size")
+    if context is not None and (type(context) is not int or not 0 <= context <= MAX_CONTEXT):
+        raise GGUFPackError(f"{where}'s context_size is {shown(context)}, not a number of tokens (0 to {MAX_CONTEXT})")
+    if not isinstance(model_config.get("format", "gguf"), str):
+        raise GGUFPackError(f"{where}'s format is {shown(model_config.get('format'))}, not a string")
+    return model_config
+
+
 def import_docker_ai(store: Store, manifest_digest: str, manifest: dict[str, Any], ref_name: str,
                      progress: Progress) -> str:
     """A pulled Docker Model Runner artifact (blobs in the store) → a store image named ``ref_name``."""
-    config = store.read_json(manifest["config"]["digest"]) if manifest.get("config") else {}
-    model_config = config.get("config") or {}
+    model_config = _model_config(read_json_blob(store, manifest["config"]["digest"], f"{ref_name}: the Docker model "
+                                                "config", MAX_CONFIG_BYTES), ref_name)
     if model_config.get("format", "gguf") != "gguf":
-        raise GGUFPackError(f"{ref_name}: a {model_config.get('format')} model; ggufpack imports GGUF models only")
+        raise GGUFPackError(f"{ref_name}: a {shown(model_config.get('format'))} model; ggufpack imports GGUF "
+                            "models only")
     files: list[ImageFile] = []
     by_type: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
@@ -69,6 +92,6 @@ def import_docker_ai(store: Store, manifest_digest: str, manifest: dict[str, Any
     if by_type.get(mt.DOCKER_AI_CHAT_TEMPLATE):
         cmd += ["--chat-template-file", by_type[mt.DOCKER_AI_CHAT_TEMPLATE][0]]
     if model_config.get("context_size"):
-        cmd += ["-c", str(int(model_config["context_size"]))]
+        cmd += ["-c", str(model_config["context_size"])]
     labels = {"io.ggufpack.imported.format": "docker-ai", "io.ggufpack.imported.digest": manifest_digest}
     return synthesize_image(store, files, cmd, labels, ref_name, progress)

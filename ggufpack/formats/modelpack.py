@@ -25,10 +25,11 @@ from ggufpack.build.images import load_image
 from ggufpack.errors import GGUFPackError
 from ggufpack.formats.synthesize import ImageFile, synthesize_image
 from ggufpack.gguf_info.facts import file_type_name
-from ggufpack.images import read_image
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.image import build_manifest
+from ggufpack.oci.reader import ImageConfig
+from ggufpack.plan.graph import DEFAULT_PLATFORM
 from ggufpack.progress import Progress
 from ggufpack.store import Store
 
@@ -60,9 +61,8 @@ def _media_type(store: Store, path: str, digest: str) -> str:
     return mt.MODELPACK_WEIGHT_CONFIG_RAW
 
 
-def _model_config(config: dict[str, Any], labels: dict[str, str], diff_ids: list[str]) -> dict[str, Any]:
-    fields = config.get("config") or {}
-    model = fields.get("Model") or {}
+def _model_config(config: ImageConfig, diff_ids: list[str]) -> dict[str, Any]:
+    labels, model = config.labels, config.model
     descriptor: dict[str, Any] = {}
     for key, label in (("name", "gguf.model.name"), ("description", "gguf.model.description"),
                        ("vendor", "gguf.model.vendor"), ("docURL", "gguf.model.url"),
@@ -72,12 +72,12 @@ def _model_config(config: dict[str, Any], labels: dict[str, str], diff_ids: list
     for key, label in (("authors", "gguf.model.authors"), ("licenses", "gguf.model.licenses")):
         if labels.get(label):
             descriptor[key] = [part.strip() for part in labels[label].split(",") if part.strip()]
-    if config.get("created"):
-        descriptor["createdAt"] = config["created"]
-    file_type = file_type_name(int(model["FileType"])) if model.get("FileType") is not None else None
+    if config.created:
+        descriptor["createdAt"] = config.created
+    file_type = file_type_name(model.file_type) if model is not None and model.file_type is not None else None
     technical: dict[str, Any] = {"architecture": "transformer", "format": "gguf"}
-    if model.get("Parameters"):
-        technical["paramSize"] = param_size(int(model["Parameters"]))
+    if model is not None and model.parameters:
+        technical["paramSize"] = param_size(model.parameters)
     if file_type:
         technical["precision"] = _PRECISION.get(file_type, "int8" if file_type == "Q8_0" else "mixed")
         if file_type not in _PRECISION:
@@ -88,10 +88,9 @@ def _model_config(config: dict[str, Any], labels: dict[str, str], diff_ids: list
 def export_modelpack(store: Store, ref_or_id: str) -> Descriptor:
     """Write the ModelPack artifact of a stored image into the store; its manifest descriptor."""
     record = store.resolve(ref_or_id)
-    _, config = read_image(store, record)
-    image = load_image(store, BuildCache(store), record.descriptor.digest, "/".join(
-        filter(None, [config.get("os"), config.get("architecture"), config.get("variant")])))
-    labels = dict((config.get("config") or {}).get("Labels") or {})
+    image = load_image(store, BuildCache(store), record.descriptor.digest, DEFAULT_PLATFORM)
+    config = image.config
+    labels = dict(config.labels)
     layers: list[Descriptor] = []
     for path, node in sorted(image.snapshot.items()):
         if node.kind != "file" or node.digest is None:
@@ -105,9 +104,9 @@ def export_modelpack(store: Store, ref_or_id: str) -> Descriptor:
         ))
     if not any(layer.media_type == mt.MODELPACK_WEIGHT_RAW for layer in layers):
         raise GGUFPackError(f"{ref_or_id}: no GGUF file to export as a ModelPack weight")
-    body = _model_config(config, labels, [layer.digest for layer in layers])
+    body = _model_config(config, [layer.digest for layer in layers])
     config_digest, config_size, _ = store.put_json(body)
-    annotations = {**labels, CMD_ANNOTATION: json.dumps((config.get("config") or {}).get("Cmd") or [])}
+    annotations = {**labels, CMD_ANNOTATION: json.dumps(list(config.cmd or ()))}
     out = build_manifest(Descriptor(mt.MODELPACK_CONFIG, config_digest, config_size), layers, annotations,
                          artifact_type=mt.MODELPACK_ARTIFACT)
     digest, size, _ = store.put_json(out)

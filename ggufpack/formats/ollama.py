@@ -18,10 +18,13 @@ from typing import Any
 
 from ggufpack.errors import GGUFPackError
 from ggufpack.formats.synthesize import ImageFile, synthesize_image
+from ggufpack.images import read_json_blob
 from ggufpack.oci import mediatypes as mt
 from ggufpack.progress import Progress
 from ggufpack.store import Store
 
+#: the largest params layer read (Ollama's are a few hundred bytes)
+MAX_PARAMS_BYTES = 1 << 20
 #: Ollama params → llama-server flags
 PARAM_FLAGS = {
     "num_ctx": "-c", "num_batch": "-b", "num_predict": "-n", "temperature": "--temp", "top_k": "--top-k",
@@ -63,10 +66,7 @@ def import_ollama(store: Store, manifest_digest: str, manifest: dict[str, Any], 
             path = f"/models/adapter-{len(adapters)}.gguf"
             adapters.append(path)
         elif media_type == mt.OLLAMA_PARAMS:
-            try:
-                params = json.loads(store.read_blob(layer["digest"]))
-            except ValueError:
-                params = None
+            params = read_json_blob(store, layer["digest"], f"{ref_name}: the Ollama params layer", MAX_PARAMS_BYTES)
             if not isinstance(params, dict):
                 raise GGUFPackError(f"{ref_name}: the Ollama params layer is not a JSON object")
             continue

@@ -17,11 +17,14 @@ from ggufpack.gguf_info.header import (
     GGUFArray,
     GGUFHeader,
     TensorInfo,
+    check_tensor_data,
     merge_headers,
+    missing_shards,
     read_gguf,
     read_header,
     read_header_file,
     shard_paths,
+    split_names,
 )
 from ggufpack.gguf_info.labels import model_labels
 
@@ -31,12 +34,14 @@ __all__ = [
     "GGUFHeader",
     "ModelFacts",
     "TensorInfo",
+    "check_tensor_data",
     "file_type_name",
     "format_bpw",
     "format_parameters",
     "header_from_config_entry",
     "infer_file_type",
     "merge_headers",
+    "missing_shards",
     "model_config_entry",
     "model_facts",
     "model_labels",
@@ -44,4 +49,5 @@ __all__ = [
     "read_header",
     "read_header_file",
     "shard_paths",
+    "split_names",
 ]

@@ -54,7 +54,7 @@ from gguf.constants import (
     PoolingType,
 )
 
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, clipped, shown
 from ggufpack.gguf_info.header import (
     ElidedArray,
     GGUFArray,
@@ -331,7 +331,7 @@ def model_config_entry(headers: Headers, *, cmd_value: str, cmd_index: int) -> d
 def _decode_value(raw: Any, vtype: GGUFValueType, depth: int = 0) -> Any:
     if vtype == GGUFValueType.ARRAY:
         if depth > 8 or not isinstance(raw, Mapping):
-            raise ValueError(f"bad array value {raw!r:.80}")
+            raise ValueError(f"bad array value {shown(raw)}")
         item_type = GGUFValueType(raw["type"])
         offset, nbytes = int(raw.get("startOffset", 0)), int(raw.get("size", 0))
         items = raw.get("array")
@@ -343,7 +343,7 @@ def _decode_value(raw: Any, vtype: GGUFValueType, depth: int = 0) -> Any:
         return _NON_FINITE[raw] if isinstance(raw, str) else float(raw)
     expected: type = {GGUFValueType.STRING: str, GGUFValueType.BOOL: bool}.get(vtype, int)
     if not isinstance(raw, expected) or (expected is int and isinstance(raw, bool)):
-        raise ValueError(f"value {raw!r:.80} is not of GGUF type {vtype.name}")
+        raise ValueError(f"value {shown(raw)} is not of GGUF type {vtype.name}")
     return raw
 
 
@@ -382,5 +382,5 @@ def header_from_config_entry(entry: Mapping[str, Any]) -> GGUFHeader:
         )
     except GGUFPackError as e:
         raise GGUFPackError(f"malformed GGUF entry in image config: {e}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise GGUFPackError(f"malformed GGUF entry in image config: {type(e).__name__}: {e}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:  # not shaped as specified
+        raise GGUFPackError(f"malformed GGUF entry in image config: {type(e).__name__}: {clipped(str(e))}") from None

@@ -6,9 +6,15 @@ holds nothing but the stored header all read the same, in milliseconds.
 
 Every length read from the file is checked before anything is allocated: a string, an array, the
 tensor count and the key/value count must fit in what is left of the file *and* under a fixed cap
-(a sparse file is as large as it claims, so the file size alone does not bound the work). Anything
+(a sparse file is as large as it claims, so the file size alone does not bound the work). The whole
+header is capped too, since many small things amplify as well as one large one: its size
+(:data:`MAX_HEADER_BYTES`), the metadata values and array items it holds together
+(:data:`MAX_HEADER_ITEMS`), and the arrays nested inside arrays (:data:`MAX_NESTED_ARRAYS`). Anything
 absurd becomes a :class:`~ggufpack.errors.GGUFPackError` naming the byte offset, never a crash, a
-``MemoryError`` or a hang.
+``MemoryError`` or a hang, and no message echoes more than a line of what the file holds.
+
+:func:`read_header_file` also checks a file's tensor data against the file (:func:`check_tensor_data`):
+data past the end, unaligned or overlapping cannot load, so such a file is refused.
 
 Type tables (value types, ggml types, block sizes) come from ``gguf.constants``.
 """
@@ -16,6 +22,7 @@ Type tables (value types, ggml types, block sizes) come from ``gguf.constants``.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import re
 import struct
@@ -34,16 +41,23 @@ from gguf.constants import (
     Keys,
 )
 
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, clipped, shown
 
 MAX_KEY_BYTES = 1 << 20
 """Longest metadata key (or tensor name) accepted, in bytes."""
-MAX_STRING_BYTES = 256 << 20
-"""Longest metadata string value accepted, in bytes."""
-MAX_ARRAY_ITEMS = 1 << 25
-"""Most items in one metadata array (vocabularies hold a few hundred thousand)."""
+MAX_STRING_BYTES = 128 << 20
+"""Longest metadata string value accepted, in bytes (chat templates, the longest real ones, take kilobytes)."""
+MAX_HEADER_ITEMS = 1 << 23
+"""Most metadata values in one header, every array item (nested ones too) counting as one: 8 M, where
+the largest vocabularies (tokens, scores, types, merges) take about a million."""
+MAX_ARRAY_ITEMS = MAX_HEADER_ITEMS
+"""Most items in one metadata array."""
 MAX_ARRAY_DEPTH = 8
 """Deepest nesting of arrays inside arrays."""
+MAX_NESTED_ARRAYS = 1 << 16
+"""Most arrays inside arrays in one header (llama.cpp reads none; each costs an object, not a few bytes)."""
+MAX_HEADER_BYTES = 256 << 20
+"""Largest header (metadata and tensor infos) read, in bytes; real ones take a few megabytes."""
 MAX_TENSORS = 1 << 20
 MAX_KVS = 1 << 20
 GGML_MAX_DIMS = 4
@@ -86,8 +100,8 @@ _MIN_VALUE_BYTES: dict[GGUFValueType, int] = {
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, a one-byte value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 
-SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-"""File names of a split set, as llama.cpp's ``gguf-split`` writes them."""
+SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+"""File names of a split set, as llama.cpp's ``gguf-split`` writes them (``NAME-00001-of-00003.gguf``)."""
 
 
 class GGUFArray(list):  # type: ignore[type-arg]
@@ -172,6 +186,8 @@ class _Cursor:
         self.size = size
         self.order = "<"
         self._u64 = struct.Struct("<Q").unpack_from
+        self.items = 0  # metadata values and array items read so far
+        self.nested = 0  # arrays read inside arrays so far
 
     def set_big_endian(self) -> None:
         self.order = ">"
@@ -181,12 +197,26 @@ class _Cursor:
     def remaining(self) -> int:
         return self.size - self.offset
 
+    def charge(self, n: int, what: str) -> None:
+        """Count ``n`` more metadata values against :data:`MAX_HEADER_ITEMS`."""
+        self.items += n
+        if self.items > MAX_HEADER_ITEMS:
+            raise GGUFPackError(
+                f"corrupt GGUF header: {what} at offset {self.offset} brings the header past "
+                f"{MAX_HEADER_ITEMS} metadata values and array items, more than any model holds"
+            )
+
     def take(self, n: int) -> bytes:
         avail = len(self._buf) - self._pos
         if avail < n:
             if n > self.remaining:
                 raise GGUFPackError(
                     f"truncated GGUF header: needed {n} bytes at offset {self.offset}, the file ends at {self.size}"
+                )
+            if self.offset + n > MAX_HEADER_BYTES:
+                raise GGUFPackError(
+                    f"corrupt GGUF header: it goes on past {MAX_HEADER_BYTES >> 20} MiB (at offset {self.offset}), "
+                    "far more than any model's metadata and tensor infos"
                 )
             want = max(n - avail, _CHUNK)
             chunk = self._f.read(want)
@@ -244,7 +274,7 @@ def _value_type(cur: _Cursor, what: str) -> GGUFValueType:
 
 def _read_value(cur: _Cursor, vtype: GGUFValueType, key: str, depth: int) -> Any:
     if vtype == GGUFValueType.STRING:
-        return cur.string(f"value of {key!r}", MAX_STRING_BYTES)
+        return cur.string(f"value of {shown(key)}", MAX_STRING_BYTES)
     if vtype == GGUFValueType.ARRAY:
         return _read_array(cur, key, depth + 1)
     return cur.unpack(_SCALAR_FORMATS[vtype])
@@ -253,11 +283,19 @@ def _read_value(cur: _Cursor, vtype: GGUFValueType, key: str, depth: int) -> Any
 def _read_array(cur: _Cursor, key: str, depth: int) -> GGUFArray:
     if depth > MAX_ARRAY_DEPTH:
         raise GGUFPackError(
-            f"corrupt GGUF header: arrays nested deeper than {MAX_ARRAY_DEPTH} in {key!r} at offset {cur.offset}"
+            f"corrupt GGUF header: arrays nested deeper than {MAX_ARRAY_DEPTH} in {shown(key)} at offset {cur.offset}"
         )
     start = cur.offset
-    item_type = _value_type(cur, f"items of {key!r}")
-    n = cur.count(f"length of array {key!r}", _MIN_VALUE_BYTES[item_type], MAX_ARRAY_ITEMS)
+    item_type = _value_type(cur, f"items of {shown(key)}")
+    n = cur.count(f"length of array {shown(key)}", _MIN_VALUE_BYTES[item_type], MAX_ARRAY_ITEMS)
+    cur.charge(n, f"array {shown(key)} of {n} items")
+    if item_type == GGUFValueType.ARRAY:
+        cur.nested += n
+        if cur.nested > MAX_NESTED_ARRAYS:
+            raise GGUFPackError(
+                f"corrupt GGUF header: array {shown(key)} at offset {start} brings the header past "
+                f"{MAX_NESTED_ARRAYS} arrays inside arrays (llama.cpp reads none)"
+            )
     items_start = cur.offset
     items: list[Any]
     if item_type in _NUMPY_DTYPES:
@@ -266,7 +304,7 @@ def _read_array(cur: _Cursor, key: str, depth: int) -> GGUFArray:
     elif item_type == GGUFValueType.BOOL:
         items = [b != 0 for b in cur.take(n)]
     elif item_type == GGUFValueType.STRING:
-        what = f"item of {key!r}"
+        what = f"item of {shown(key)}"
         items = [cur.string(what, MAX_STRING_BYTES) for _ in range(n)]
     else:
         items = [_read_value(cur, item_type, key, depth) for _ in range(n)]
@@ -276,21 +314,21 @@ def _read_array(cur: _Cursor, key: str, depth: int) -> GGUFArray:
 def checked_tensor_info(name: str, shape: Sequence[int], raw_type: int, offset: int) -> TensorInfo:
     """Build a :class:`TensorInfo` from untrusted fields, refusing what llama.cpp would refuse."""
     if len(shape) > GGML_MAX_DIMS:
-        raise GGUFPackError(f"tensor {name!r} has {len(shape)} dimensions (at most {GGML_MAX_DIMS})")
+        raise GGUFPackError(f"tensor {shown(name)} has {len(shape)} dimensions (at most {GGML_MAX_DIMS})")
     try:
         ggml_type = GGMLQuantizationType(raw_type)
         block_size, _ = GGML_QUANT_SIZES[ggml_type]
     except (ValueError, KeyError):
-        raise GGUFPackError(f"tensor {name!r} has unknown ggml type {raw_type}") from None
+        raise GGUFPackError(f"tensor {shown(name)} has unknown ggml type {raw_type}") from None
     if any(d < 0 or d > _INT64_MAX for d in shape) or math.prod(shape) > _INT64_MAX:
-        raise GGUFPackError(f"tensor {name!r} has shape {list(shape)}, more elements than fit in 63 bits")
+        raise GGUFPackError(f"tensor {shown(name)} has shape {list(shape)}, more elements than fit in 63 bits")
     if shape and shape[0] % block_size:
         raise GGUFPackError(
-            f"tensor {name!r} has rows of {shape[0]} elements, "
+            f"tensor {shown(name)} has rows of {shape[0]} elements, "
             f"not a multiple of the {ggml_type.name} block size {block_size}"
         )
     if not 0 <= offset <= _UINT64_MAX:
-        raise GGUFPackError(f"tensor {name!r} has data offset {offset}, outside 64 bits")
+        raise GGUFPackError(f"tensor {shown(name)} has data offset {offset}, outside 64 bits")
     return TensorInfo(name=name, shape=tuple(shape), ggml_type=ggml_type, offset=offset)
 
 
@@ -300,7 +338,8 @@ def _read_tensor_info(cur: _Cursor) -> TensorInfo:
     n_dims = cur.unpack("I")
     if n_dims > GGML_MAX_DIMS:
         raise GGUFPackError(
-            f"corrupt GGUF header at offset {at}: tensor {name!r} has {n_dims} dimensions (at most {GGML_MAX_DIMS})"
+            f"corrupt GGUF header at offset {at}: tensor {shown(name)} has {n_dims} dimensions "
+            f"(at most {GGML_MAX_DIMS})"
         )
     shape = [cur.unpack("Q") for _ in range(n_dims)]
     raw_type = cur.unpack("I")
@@ -317,7 +356,7 @@ def _alignment(metadata: dict[str, Any], value_types: dict[str, GGUFValueType]) 
         return GGUF_DEFAULT_ALIGNMENT
     value = metadata[key]
     if value_types[key] != GGUFValueType.UINT32 or value == 0 or value & (value - 1):
-        raise GGUFPackError(f"corrupt GGUF header: {key} must be a power of two as uint32, got {value!r}")
+        raise GGUFPackError(f"corrupt GGUF header: {key} must be a power of two as uint32, got {shown(value)}")
     return int(value)
 
 
@@ -335,7 +374,7 @@ def read_header(f: BinaryIO) -> GGUFHeader:
         raise GGUFPackError(f"not a GGUF file: only {size} bytes")
     magic = cur.take(4)
     if struct.unpack("<I", magic)[0] != GGUF_MAGIC:
-        raise GGUFPackError(f"not a GGUF file: bad magic {magic!r} (expected b'GGUF')")
+        raise GGUFPackError(f"not a GGUF file: bad magic {shown(magic)} (expected b'GGUF')")
     version = cur.unpack("I")
     if version & 0xFFFF == 0 and version:  # written big-endian
         cur.set_big_endian()
@@ -353,8 +392,9 @@ def read_header(f: BinaryIO) -> GGUFHeader:
         at = cur.offset
         key = cur.string("metadata key", MAX_KEY_BYTES)
         if not key or key in metadata:
-            raise GGUFPackError(f"corrupt GGUF header: empty or duplicate metadata key {key!r} at offset {at}")
-        vtype = _value_type(cur, repr(key))
+            raise GGUFPackError(f"corrupt GGUF header: empty or duplicate metadata key {shown(key)} at offset {at}")
+        vtype = _value_type(cur, shown(key))
+        cur.charge(1, f"metadata key {shown(key)}")
         metadata[key] = _read_value(cur, vtype, key, 0)
         value_types[key] = vtype
 
@@ -364,7 +404,7 @@ def read_header(f: BinaryIO) -> GGUFHeader:
         at = cur.offset
         info = _read_tensor_info(cur)
         if info.name in names:
-            raise GGUFPackError(f"corrupt GGUF header: duplicate tensor name {info.name!r} at offset {at}")
+            raise GGUFPackError(f"corrupt GGUF header: duplicate tensor name {shown(info.name)} at offset {at}")
         names.add(info.name)
         tensors.append(info)
 
@@ -383,27 +423,69 @@ def read_header(f: BinaryIO) -> GGUFHeader:
     )
 
 
+def check_tensor_data(header: GGUFHeader) -> None:
+    """Refuse tensor data that a complete file cannot hold, as llama.cpp's loader would: data past the end
+    of the file, an offset not a multiple of the alignment, two tensors sharing bytes.
+
+    For whole files only: a header stored without its data (as in an image config) has none to check.
+    """
+    data_size = header.file_size - header.data_offset
+    spans = sorted((t.offset, t.offset + t.n_bytes, t.name) for t in header.tensors)
+    for offset, end, name in spans:
+        if offset % header.alignment:
+            raise GGUFPackError(f"corrupt GGUF file: tensor {shown(name)} starts at data offset {offset}, "
+                                f"not a multiple of the alignment {header.alignment}")
+        if end > data_size:
+            raise GGUFPackError(
+                f"corrupt GGUF file: the data of tensor {shown(name)} (bytes {offset} to {end} of the data section) "
+                f"lies past the end of the file, whose data section holds {max(data_size, 0)} bytes: the file is "
+                "truncated or its header lies"
+            )
+    for (_, end_a, a), (begin_b, _, b) in itertools.pairwise([span for span in spans if span[1] > span[0]]):
+        if begin_b < end_a:
+            raise GGUFPackError(f"corrupt GGUF file: tensors {shown(a)} and {shown(b)} share data bytes")
+
+
 def read_header_file(path: str | Path) -> GGUFHeader:
-    """Read the header of one GGUF file; errors name the file."""
+    """Read the header of one GGUF file and check its tensor data lie in it; errors name the file."""
     try:
         with open(path, "rb") as f:
-            return read_header(f)
+            header = read_header(f)
+        check_tensor_data(header)
+        return header
     except GGUFPackError as e:
         raise GGUFPackError(f"{path}: {e}") from None
     except OSError as e:
         raise GGUFPackError(f"cannot read GGUF file {path}: {e.strerror or e}") from None
 
 
+def split_names(name: str) -> list[str] | None:
+    """Every name of the split set whose shard ``name`` is (``NAME-00002-of-00003.gguf``), in shard order, or
+    None when ``name`` is not a shard's name. ``name`` may be a path: the names keep its directory.
+
+    The one place split names are expanded (reading, building, running a split model): the count is at most
+    99999 by the pattern, and a numbering that makes no sense (shard 0, shard 4 of 3) is a GGUFPackError.
+    """
+    m = SPLIT_NAME.fullmatch(name)
+    if m is None:
+        return None
+    count = int(m["count"])
+    if count == 0 or not 1 <= int(m["no"]) <= count:
+        raise GGUFPackError(f"{clipped(name)}: shard number {m['no']} of {m['count']} makes no sense")
+    return [f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+
+
+def missing_shards(names: Sequence[str], missing: Sequence[str]) -> str:
+    """A one-line account of the missing shards of a split set of ``names``, however many there are."""
+    others = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    return f"{len(missing)} of the {len(names)} shards of the split set are missing: {clipped(missing[0])}{others}"
+
+
 def shard_paths(path: str | Path) -> list[Path]:
     """All files of the split set ``path`` belongs to (by name), or just ``[path]``."""
     path = Path(path)
-    m = SPLIT_NAME.match(path.name)
-    if m is None:
-        return [path]
-    count = int(m["count"])
-    if count == 0 or not 1 <= int(m["no"]) <= count:
-        raise GGUFPackError(f"{path}: shard number {m['no']} of {m['count']} makes no sense")
-    return [path.with_name(f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    names = split_names(path.name)
+    return [path] if names is None else [path.with_name(n) for n in names]
 
 
 def _int_kv(header: GGUFHeader, key: str) -> int | None:
@@ -420,7 +502,7 @@ def read_gguf(path: str | Path) -> list[GGUFHeader]:
     paths = shard_paths(path)
     missing = [p.name for p in paths if len(paths) > 1 and not p.is_file()]
     if missing:
-        raise GGUFPackError(f"{path}: shard(s) {', '.join(missing)} of the split set are missing")
+        raise GGUFPackError(f"{path}: {missing_shards([p.name for p in paths], missing)}")
     headers = [read_header_file(p) for p in paths]
     declared = _int_kv(headers[0], Keys.Split.LLM_KV_SPLIT_COUNT)
     if declared is None:

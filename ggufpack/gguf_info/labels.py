@@ -17,6 +17,13 @@ from ggufpack.gguf_info.header import GGUFHeader
 
 DEFAULT_VENDOR = "ggufpack"
 _OCI = "org.opencontainers.image."
+MAX_LABEL_CHARS = 4096
+"""Longest label taken from a model's metadata: labels are also manifest annotations, and registries (and
+ggufpack's own pull) refuse manifests over 4 MiB, so a 100 MB ``general.description`` is cut."""
+
+
+def _capped(value: str) -> str:
+    return value if len(value) <= MAX_LABEL_CHARS else value[: MAX_LABEL_CHARS - 3] + "..."
 
 
 def _general(header: GGUFHeader, *keys: str) -> str:
@@ -24,7 +31,7 @@ def _general(header: GGUFHeader, *keys: str) -> str:
     for key in keys:
         value = header.metadata.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()
+            return _capped(value.strip())
     return ""
 
 
@@ -36,7 +43,7 @@ def model_labels(headers: Headers, *, user_labels: Mapping[str, str]) -> dict[st
     header = as_header(headers)
     facts = model_facts(header)
     own: dict[str, str] = {
-        "gguf.model.architecture": facts.architecture,
+        "gguf.model.architecture": _capped(facts.architecture),
         "gguf.model.parameters": format_parameters(facts.parameters) if facts.parameters else "",
         "gguf.model.bpw": format_bpw(facts.bits_per_weight) if facts.parameters else "",
         "gguf.model.filetype": facts.file_type,

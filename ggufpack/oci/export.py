@@ -12,6 +12,7 @@ from ..store import Store
 from ..store.locking import try_lock
 from .descriptor import Descriptor, canonical_json
 from .mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION
+from .reader import ImageManifest
 
 
 def parse_output(spec: str) -> tuple[str, Path]:
@@ -24,8 +25,8 @@ def parse_output(spec: str) -> tuple[str, Path]:
 
 
 def _blobs(store: Store, manifest_digest: str) -> list[str]:
-    manifest = store.read_json(manifest_digest)
-    return [manifest_digest, manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+    manifest = ImageManifest.parse(store.read_json(manifest_digest), f"stored manifest {manifest_digest}")
+    return [manifest_digest, *(blob.digest for blob in manifest.blobs)]
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -1,7 +1,8 @@
 """Reading tar layers, and applying them to a directory without ever writing outside it.
 
 Layers come from registries, so every member is treated as hostile: absolute paths, ``..``
-components, device files, hardlinks to outside and symlinks pointing outside are refused with an
+components, device files, hardlinks to outside and symlinks the image rule refuses
+(:mod:`ggufpack.oci.symlinks`: absolute targets, targets that climb out) are refused with an
 error naming the member; nothing is ever written through a symlink (a layer that puts a symlink at
 ``a`` and then a file at ``a/x`` is refused). OCI whiteouts (``.wh.<name>`` and the opaque marker
 ``.wh..wh..opq``) delete what lower layers put there, so layers applied in order give the image's
@@ -24,6 +25,7 @@ from typing import BinaryIO
 
 from ggufpack.errors import GGUFPackError
 from ggufpack.oci.mediatypes import GZIP_LAYER_TYPES, PLAIN_LAYER_TYPES
+from ggufpack.oci.symlinks import UnsafeSymlinkError, check_symlink
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -295,20 +297,9 @@ def _normalize(name: str, member: str) -> str:
 
 
 def _check_symlink_target(info: tarfile.TarInfo, path: str) -> None:
-    """Refuse targets that leave the root on their own (the on-disk check catches chains)."""
-    target = info.linkname
-    if not target or target.startswith("/"):
-        raise GGUFPackError(
-            f"layer member {info.name!r} is a symlink to {target!r}; only relative targets inside the image are allowed"
-        )
-    depth = path.count("/")
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                raise GGUFPackError(
-                    f"layer member {info.name!r} is a symlink to {target!r}, which points outside the "
-                    "image root; the layer is unsafe"
-                )
-        elif part not in ("", "."):
-            depth += 1
+    """The image's symlink rule (:mod:`ggufpack.oci.symlinks`) for the link on its own; chains through
+    other links are checked on the tree (pull) or on disk (:func:`extract_layer`)."""
+    try:
+        check_symlink(path, info.linkname)
+    except UnsafeSymlinkError as exc:
+        raise UnsafeSymlinkError(f"layer member {info.name!r}: {exc}; the layer is unsafe") from None

@@ -29,6 +29,7 @@ from typing import BinaryIO
 from ggufpack.errors import GGUFPackError, UsageError
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.mediatypes import OCI_LAYER_TAR, OCI_LAYER_TAR_GZIP
+from ggufpack.oci.symlinks import UnsafeSymlinkError, check_symlink
 from ggufpack.progress import QUIET, Bar, Progress
 
 BLOCK = 512
@@ -85,6 +86,11 @@ class LayerEntry:
             raise UsageError(f"layer entry {self.path!r}: a symlink, and only a symlink, needs a target")
         if self.linkname is not None and "\0" in self.linkname:
             raise UsageError(f"layer entry {self.path!r}: symlink target contains a NUL byte")
+        if self.linkname is not None:
+            try:  # the rule pull applies: a layer we write is one pull accepts
+                check_symlink(self.path.strip("/"), self.linkname)
+            except UnsafeSymlinkError as exc:
+                raise UnsafeSymlinkError(f"layer entry {self.path!r}: {exc}") from None
 
     def _file_size(self) -> int:
         if (self.source is None) == (self.data is None):

@@ -12,15 +12,62 @@ default or alternative (``:-``, ``-``, ``:+``, ``+``) or an explicit message (``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 
-from ..errors import PackerfileError, SourcePosition
+from ..errors import PackerfileError, SourcePosition, UsageError, printable
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = (":-", ":+", ":?", "-", "+", "?")
 #: how deeply ``${V:-${W:-...}}`` may nest (far beyond any real use; keeps clear of the recursion limit)
 MAX_NESTING = 32
+#: the most characters variable values may add to one word, flag value, JSON element or heredoc body
+MAX_EXPANDED_CHARS = 4 << 20
+#: the most characters variable values may add to one Packerfile in all (ARGs doubling each other reach
+#: gigabytes in a few dozen lines; a real Packerfile adds kilobytes). Literal text is not counted: it is
+#: bounded by the size of the file.
+MAX_TOTAL_EXPANDED_CHARS = 32 << 20
+#: the longest variable name accepted from outside the Packerfile
+MAX_NAME_CHARS = 1024
+
+
+def _mib(chars: int) -> str:
+    return f"{chars / (1 << 20):g} Mi characters"
+
+
+class ExpansionBudget:
+    """What variable values may still add to one plan: :data:`MAX_TOTAL_EXPANDED_CHARS`, shared by its words."""
+
+    def __init__(self, total: int = MAX_TOTAL_EXPANDED_CHARS, per_expansion: int = MAX_EXPANDED_CHARS) -> None:
+        self.total = total
+        self.per_expansion = per_expansion
+        self.used = 0
+
+    def limit(self) -> int:
+        """The most values may add to one more expansion."""
+        return min(self.per_expansion, self.total - self.used)
+
+    def overflow(self, limit: int) -> str:
+        """The message for an expansion that went past ``limit``."""
+        if limit < self.per_expansion:
+            return (f"variable values make the Packerfile's expansions longer than {_mib(self.total)} in all: "
+                    "do ARGs double each other?")
+        return (f"variable values make this longer than {_mib(self.per_expansion)} (the limit for one word, flag, "
+                "JSON element or heredoc): do ARGs double each other?")
+
+
+def check_values(values: Mapping[str, str], what: str) -> None:
+    """Refuse values from outside the Packerfile (``--build-arg``) no expansion could use: too long to
+    expand, or holding a NUL (no path or argument can)."""
+    for name, value in values.items():
+        shown = printable(name, 64)
+        if len(name) > MAX_NAME_CHARS:
+            raise UsageError(f"{what} {shown}: the name has {len(name)} characters, more than {MAX_NAME_CHARS}")
+        if len(value) > MAX_EXPANDED_CHARS:
+            raise UsageError(f"{what} {shown}: the value has {len(value)} characters, more than "
+                             f"{_mib(MAX_EXPANDED_CHARS)}")
+        if "\x00" in value or "\x00" in name:
+            raise UsageError(f"{what} {shown}: a NUL character is never part of a value")
 
 
 @dataclass(frozen=True)
@@ -28,13 +75,13 @@ class Scope:
     """The variables visible at one point: declared names, and the values of those that have one."""
 
     values: Mapping[str, str]
-    declared: frozenset[str]
+    declared: Container[str]
 
 
 class _Expander:
     def __init__(
         self, text: str, scope: Scope | None, escape: str, locate: Callable[[int], SourcePosition],
-        source_line: Callable[[int], str | None], heredoc: bool,
+        source_line: Callable[[int], str | None], heredoc: bool, budget: ExpansionBudget,
     ) -> None:
         self.text = text
         self.scope = scope
@@ -44,6 +91,11 @@ class _Expander:
         self.heredoc = heredoc
         self.i = 0
         self.depth = 0
+        #: characters that variable values have added so far (a nested default counts again where it is
+        #: used, which only makes the check stricter)
+        self.added = 0
+        self.budget = budget
+        self.limit = budget.limit()
 
     def error(self, message: str, offset: int) -> PackerfileError:
         position = self.locate(offset)
@@ -152,24 +204,37 @@ class _Expander:
             if self.i >= len(text) or text[self.i] != "}":
                 raise self.error("bad variable substitution: missing '}'", start)
             self.i += 1
-            return self.lookup(name, start, operator, word)
+            return self.counted(self.lookup(name, start, operator, word), start)
         match = _NAME_RE.match(text, self.i)
         if not match:
             return "$"  # a lone '$' is literal, as in Docker
         self.i = match.end()
-        return self.lookup(match.group(0), start, None, None)
+        return self.counted(self.lookup(match.group(0), start, None, None), start)
+
+    def counted(self, value: str, offset: int) -> str:
+        """``value``, once it is known to keep the expansion within its limit (else an error at ``offset``)."""
+        self.added += len(value)
+        if self.added > self.limit:
+            raise self.error(self.budget.overflow(self.limit), offset)
+        return value
 
 
 def expand(
     text: str, scope: Scope | None, *, escape: str, locate: Callable[[int], SourcePosition],
-    source_line: Callable[[int], str | None], heredoc: bool = False,
+    source_line: Callable[[int], str | None], heredoc: bool = False, budget: ExpansionBudget | None = None,
 ) -> str:
     """Expand variables in ``text`` and remove its quotes.
 
     ``scope=None`` removes quotes and escapes without expanding (quoted heredoc delimiters);
     ``heredoc=True`` treats quotes as literal characters, as a shell does inside a here-document.
-    ``locate`` turns an offset in ``text`` into a source position for error messages.
+    ``locate`` turns an offset in ``text`` into a source position for error messages. Variable values
+    may add at most :data:`MAX_EXPANDED_CHARS` to the text; what they add is charged to ``budget``
+    (one per plan; a fresh one when None).
     """
     if escape not in text and "$" not in text and (heredoc or ("'" not in text and '"' not in text)):
         return text  # fast path: nothing to expand or remove
-    return _Expander(text, scope, escape, locate, source_line, heredoc).run()
+    budget = budget if budget is not None else ExpansionBudget()
+    expander = _Expander(text, scope, escape, locate, source_line, heredoc, budget)
+    result = expander.run()
+    budget.used += expander.added
+    return result

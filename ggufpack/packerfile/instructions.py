@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from ..errors import PackerfileError, SourcePosition, UsageError
 from ..quantize.types import DEFAULT_QUANTIZE_TYPE, normalize_quantize_type, normalize_tensor_type
 from ..sources.http import parse_checksum as http_checksum
-from .expand import Scope, expand
+from .expand import ExpansionBudget, Scope, expand
 from .lexer import Flag, Heredoc, Node, ParsedText, Word, json_raw_offset
 
 INSTRUCTIONS = ("FROM", "ARG", "ADD", "COPY", "CAT", "CONVERT", "QUANTIZE", "IMATRIX", "LABEL", "CMD")
@@ -50,12 +50,17 @@ _OVERRIDE_KV_RE = re.compile(r"^[^=]+=(int|float|bool|str):.*$")
 
 
 class Expansion:
-    """Expands the words of one node in one scope; builds errors that point into the source."""
+    """Expands the words of one node in one scope; builds errors that point into the source.
 
-    def __init__(self, parsed: ParsedText, node: Node, scope: Scope) -> None:
+    ``budget`` bounds what variable values add to the whole Packerfile: the planner passes one
+    per plan (see :class:`ExpansionBudget`).
+    """
+
+    def __init__(self, parsed: ParsedText, node: Node, scope: Scope, budget: ExpansionBudget | None = None) -> None:
         self.parsed = parsed
         self.node = node
         self.scope = scope
+        self.budget = budget if budget is not None else ExpansionBudget()
 
     def error(self, message: str, position: SourcePosition | None = None) -> PackerfileError:
         return self.parsed.error(message, position or self.node.position)
@@ -65,6 +70,7 @@ class Expansion:
         return expand(
             text, scope, escape=self.parsed.escape, heredoc=heredoc,
             locate=lambda off: node.position_at(base_offset + off), source_line=self.parsed.source_line,
+            budget=self.budget,
         )
 
     def json_args(self) -> list[str]:
@@ -83,7 +89,7 @@ class Expansion:
 
         return [
             expand(value, self.scope, escape=self.parsed.escape, heredoc=True, locate=locator(index),
-                   source_line=self.parsed.source_line)
+                   source_line=self.parsed.source_line, budget=self.budget)
             for index, value in enumerate(node.json_args)
         ]
 
@@ -115,7 +121,7 @@ class Expansion:
 
         return expand(
             heredoc.body, self.scope, escape=self.parsed.escape, heredoc=True, locate=locate,
-            source_line=self.parsed.source_line,
+            source_line=self.parsed.source_line, budget=self.budget,
         )
 
 

@@ -15,9 +15,12 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from ..errors import PackerfileError, SourcePosition
+from ..errors import PackerfileError, SourcePosition, UsageError
 
 DEFAULT_ESCAPE = "\\"
+#: the largest Packerfile: a real one, heredoc prompts included, holds kilobytes, and lexing and planning
+#: cost up to ~150 bytes of memory per byte of a file made of tiny instructions or words
+MAX_PACKERFILE_BYTES = 1 << 20
 _DIRECTIVE_RE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.*?)\s*$")
 KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 _HEREDOC_RE = re.compile(r"^<<(-?)(.+)$")
@@ -438,6 +441,26 @@ def _json_array(text: str) -> list[str] | None:
     return None
 
 
+def _check_no_nul(text: str, file: str) -> None:
+    """A NUL byte is never text (and no path may hold one): refuse it where it stands."""
+    at = text.find("\x00")
+    if at < 0:
+        return
+    line_start = text.rfind("\n", 0, at) + 1
+    line_end = text.find("\n", at)
+    source = text[line_start : line_end if line_end >= 0 else len(text)]
+    position = SourcePosition(file, text.count("\n", 0, at) + 1, at - line_start + 1)
+    raise PackerfileError("a NUL byte: a Packerfile is text (is this a binary file?)", position, source)
+
+
+def too_big(file: str) -> UsageError:
+    return UsageError(f"{file}: the Packerfile is larger than {MAX_PACKERFILE_BYTES >> 20} MiB; is it the right "
+                      "file? (put big content in a file of the context and COPY it)")
+
+
 def lex(text: str, file: str) -> ParsedText:
     """Lex a whole Packerfile. Raises :class:`PackerfileError` on a syntax error."""
+    if len(text) > MAX_PACKERFILE_BYTES:
+        raise too_big(file)
+    _check_no_nul(text, file)
     return _Lexer(text, file).run()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import difflib
 import platform as host_platform
 import re
-from collections.abc import Mapping
+from collections import ChainMap
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PackerfileError, SourcePosition, UsageError
 from ..packerfile import instructions as ins
-from ..packerfile.expand import Scope
+from ..packerfile.expand import ExpansionBudget, Scope, check_values
 from ..packerfile.lexer import Node, ParsedText
 
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
@@ -172,10 +173,21 @@ class Plan:
         }
 
 
+class _Declared(Container[str]):
+    """The union of some name sets, without copying them."""
+
+    def __init__(self, parts: tuple[Container[str], ...]) -> None:
+        self.parts = parts
+
+    def __contains__(self, name: object) -> bool:
+        return any(name in part for part in self.parts)
+
+
 class _Scopes:
     """ARG bookkeeping: global ARGs are visible everywhere; a stage's ARGs from their line on."""
 
     def __init__(self, build_args: Mapping[str, str], target_platform: str) -> None:
+        check_values(build_args, "--build-arg")
         self.build_args = dict(build_args)
         self.global_values: dict[str, str] = {}
         self.global_declared: set[str] = set()
@@ -193,9 +205,9 @@ class _Scopes:
         self.stage_declared: set[str] = set()
 
     def scope(self) -> Scope:
-        values = {**self.automatic, **self.global_values, **self.stage_values}
-        declared = frozenset(self.automatic) | self.global_declared | self.stage_declared
-        return Scope(values, declared)
+        # live views, not copies: a copy per instruction is quadratic in a file of many ARGs
+        values = ChainMap(self.stage_values, self.global_values, self.automatic)
+        return Scope(values, _Declared((self.stage_declared, self.global_declared, self.automatic)))
 
     def declare_global(self, name: str, default: str | None) -> None:
         self.global_declared.add(name)
@@ -248,7 +260,10 @@ class _Planner:
         except UsageError as exc:
             raise UsageError(f"--platform: {exc}") from None
         self.scopes = _Scopes(build_args, self.platform)
+        self.budget = ExpansionBudget()
         self.stages: list[Stage] = []
+        #: stage name → index (a scan per reference is quadratic in a file of many stages)
+        self.stage_names: dict[str, int] = {}
         self.pending_refs: list[tuple[Stage, Op | None, str, SourcePosition]] = []
 
     def error(self, message: str, position: SourcePosition) -> PackerfileError:
@@ -288,7 +303,7 @@ class _Planner:
             raise ins.unsupported_instruction(self.parsed, node)
 
     def _expansion(self, node: Node) -> ins.Expansion:
-        return ins.Expansion(self.parsed, node, self.scopes.scope())
+        return ins.Expansion(self.parsed, node, self.scopes.scope(), self.budget)
 
     def _begin_stage(self, node: Node) -> None:
         # FROM sees only the global ARGs (and the automatic platform ones).
@@ -297,18 +312,19 @@ class _Planner:
         if command.platform is not None and not _PLATFORM_RE.match(command.platform):
             raise self.error(f"FROM --platform={command.platform!r}: write os/arch[/variant]",
                              _flag_value_position(node, "platform"))
-        if command.name is not None:
-            for other in self.stages:
-                if other.name == command.name:
-                    raise self.error(
-                        f"duplicate stage name {command.name!r}: also defined at line {other.position.line}",
-                        node.words[2].position,
-                    )
+        if command.name is not None and command.name in self.stage_names:
+            other = self.stages[self.stage_names[command.name]]
+            raise self.error(
+                f"duplicate stage name {command.name!r}: also defined at line {other.position.line}",
+                node.words[2].position,
+            )
         stage = Stage(
             index=len(self.stages), name=command.name, base=SourceRef("scratch"), platform=command.platform,
             position=node.position, from_command=command,
         )
         self.stages.append(stage)
+        if command.name is not None:
+            self.stage_names[command.name] = stage.index
         if command.base.lower() != "scratch":
             self.pending_refs.append((stage, None, command.base, node.words[0].position))
 
@@ -323,9 +339,8 @@ class _Planner:
                 raise self.error(f"undefined stage {index}: this Packerfile has {len(self.stages)} stage(s), "
                                  f"numbered from 0", position)
             return SourceRef("stage", stage=index)
-        for stage in self.stages:
-            if stage.name == lowered:
-                return SourceRef("stage", stage=stage.index)
+        if lowered in self.stage_names:
+            return SourceRef("stage", stage=self.stage_names[lowered])
         if lowered == "context" and not is_from:
             return SourceRef("context")
         if lowered == "scratch":

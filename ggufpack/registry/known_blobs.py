@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from pathlib import Path
+from typing import Any
 
 from ggufpack.store import Store
 from ggufpack.store.fsutil import atomic_write
@@ -17,6 +19,20 @@ from ggufpack.store.locking import locked
 
 #: repositories remembered per blob (the newest win)
 _KEEP = 8
+#: a bigger file is not ours (about 100,000 blobs fit): it is read as empty, and rewritten by the next add
+_MAX_FILE = 16 << 20
+
+
+def read_advisory_json(path: Path, limit: int) -> Any:
+    """The JSON in a state file of ours that only speeds things up, or None when it is missing, not a regular
+    file (a FIFO or a link planted in a shared store), larger than ``limit`` bytes, or not JSON."""
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 class KnownBlobs:
@@ -27,11 +43,12 @@ class KnownBlobs:
         return self.directory / (hashlib.sha256(registry.encode()).hexdigest()[:32] + ".json")
 
     def _read(self, path: Path) -> dict[str, list[str]]:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
+        """digest → repositories; entries of any other shape are dropped (the file is advisory)."""
+        data = read_advisory_json(path, _MAX_FILE)
+        if not isinstance(data, dict):
             return {}
-        return data if isinstance(data, dict) else {}
+        return {digest: [r for r in repos if isinstance(r, str)] for digest, repos in data.items()
+                if isinstance(repos, list)}
 
     def repositories(self, registry: str, digest: str) -> list[str]:
         return list(self._read(self._path(registry)).get(digest, []))

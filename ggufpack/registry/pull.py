@@ -12,7 +12,6 @@ media types and handed to an importer that turns them into a store image (see :m
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,18 +19,18 @@ from typing import Any
 
 from ggufpack.build.cache import BuildCache
 from ggufpack.build.layer_index import index_layer
-from ggufpack.build.snapshot import Snapshot
+from ggufpack.build.snapshot import Snapshot, check_symlinks
 from ggufpack.errors import GGUFPackError
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.platform import select_platform
+from ggufpack.oci.reader import MAX_CONFIG_BYTES, ImageConfig, ImageManifest, decode_json, parse_index
 from ggufpack.progress import QUIET, Bar, Progress
 from ggufpack.refs import Reference
-from ggufpack.registry.client import Manifest, RegistryClient
+from ggufpack.registry.client import Manifest, RegistryClient, manifest_document
 from ggufpack.registry.download import fetch_blob
 from ggufpack.registry.known_blobs import KnownBlobs
 from ggufpack.store import Store
-from ggufpack.store.layout import digest_hex
 
 JOBS = 4
 
@@ -74,8 +73,10 @@ class RemoteImage:
 
 def artifact_format(manifest: dict[str, Any]) -> str:
     """``image``, ``modelpack``, ``docker-ai`` or ``ollama``, from the media types alone."""
-    config_type = (manifest.get("config") or {}).get("mediaType", "")
-    layer_types = [layer.get("mediaType", "") for layer in manifest.get("layers") or []]
+    config, layers = manifest.get("config"), manifest.get("layers")
+    config_type = config.get("mediaType", "") if isinstance(config, dict) else ""
+    layer_types = [str(layer.get("mediaType", "")) for layer in layers if isinstance(layer, dict)] \
+        if isinstance(layers, list) else []
     if manifest.get("artifactType") == mt.MODELPACK_ARTIFACT or config_type == mt.MODELPACK_CONFIG:
         return "modelpack"
     if config_type == mt.DOCKER_AI_CONFIG or any(t.startswith("application/vnd.docker.ai.") for t in layer_types):
@@ -85,62 +86,48 @@ def artifact_format(manifest: dict[str, Any]) -> str:
     return "image"
 
 
+def _is_index(manifest: Manifest, parsed: dict[str, Any]) -> bool:
+    return manifest.media_type in mt.INDEX_TYPES or parsed.get("mediaType") in mt.INDEX_TYPES or "manifests" in parsed
+
+
 def fetch_manifest(client: RegistryClient, ref: Reference, platform: str) -> tuple[Manifest, dict[str, Any]]:
-    """The image manifest ``ref`` names, an index resolved for ``platform``."""
+    """The image manifest ``ref`` names, an index resolved for ``platform``; both checked (an index's entries
+    here, a manifest's descriptors by :class:`~ggufpack.oci.reader.ImageManifest` where they are used)."""
     reference = ref.digest or ref.tag or "latest"
     top = client.get_manifest(ref.repository, reference, mt.MANIFEST_TYPES)
-    parsed = _parse(top, ref)
-    if top.media_type in mt.INDEX_TYPES or "manifests" in parsed:
-        child = select_platform(parsed, platform, str(ref))
-        top = client.get_manifest(ref.repository, str(child.get("digest")), mt.MANIFEST_TYPES)
-        parsed = _parse(top, ref)
-        if top.media_type in mt.INDEX_TYPES or "manifests" in parsed:
+    parsed = manifest_document(top.data, str(ref))
+    if _is_index(top, parsed):
+        entries = parse_index(parsed, str(ref))
+        child = Descriptor.from_json(select_platform({"manifests": [e.to_json() for e in entries]}, platform, str(ref)))
+        top = client.get_manifest(ref.repository, child.digest, mt.MANIFEST_TYPES)
+        parsed = manifest_document(top.data, str(ref))
+        if _is_index(top, parsed):
             raise GGUFPackError(f"{ref}: the index for {platform} names another index; nested indexes are not pulled")
-    if not top.media_type:
-        top = Manifest(top.data, str(parsed.get("mediaType") or mt.OCI_MANIFEST), top.digest)
-    return top, parsed
+    # The document's own mediaType (covered by the digest) wins over the Content-Type header (not covered).
+    media_type = parsed.get("mediaType") or (top.media_type if top.media_type in mt.MANIFEST_TYPES else mt.OCI_MANIFEST)
+    return Manifest(top.data, media_type, top.digest), parsed
 
 
 def inspect_remote(client: RegistryClient, ref: Reference, platform: str) -> RemoteImage:
     """Manifest and config of a registry image: two small requests, never the weights."""
     manifest, parsed = fetch_manifest(client, ref, platform)
-    config_desc = manifest_blobs(parsed, str(ref))[0]
+    config_desc = ImageManifest.parse(parsed, str(ref)).config
     config: dict[str, Any] = {}
-    if config_desc.size <= 64 * 1024 * 1024:
+    if config_desc.size <= MAX_CONFIG_BYTES:
         data = client.read_blob(ref.repository, config_desc.digest, config_desc.size)
         try:
-            config = json.loads(data) if data.strip() else {}
-        except ValueError:
+            config = decode_json(data, f"{ref}: the image config") if data.strip() else {}
+        except GGUFPackError:
             config = {}
         config = config if isinstance(config, dict) else {}
     return RemoteImage(ref, manifest, parsed, config, artifact_format(parsed))
 
 
-def _parse(manifest: Manifest, ref: Reference) -> dict[str, Any]:
-    try:
-        parsed = json.loads(manifest.data)
-    except ValueError:
-        raise GGUFPackError(f"{ref}: the registry's manifest is not JSON") from None
-    version = parsed.get("schemaVersion") if isinstance(parsed, dict) else None
-    if version != 2:
-        raise GGUFPackError(f"{ref}: unsupported manifest (schema version {version!r})")
-    return parsed
-
-
-def manifest_blobs(parsed: dict[str, Any], name: str) -> list[Descriptor]:
-    """The config and the layers of a manifest, checked: a malformed one is an error, never a traceback."""
-    config, layers = parsed.get("config"), parsed.get("layers") or []
-    if not isinstance(config, dict) or not isinstance(layers, list):
-        raise GGUFPackError(f"{name}: the manifest has no config descriptor or its layers are not a list")
-    try:
-        blobs = [Descriptor.from_json(d) for d in [config, *layers]]
-        for blob in blobs:
-            digest_hex(blob.digest)
-            if blob.size < 0 or not isinstance(blob.media_type, str):
-                raise ValueError(f"size {blob.size!r}, media type {blob.media_type!r}")
-    except (KeyError, TypeError, ValueError, AttributeError, GGUFPackError) as e:
-        raise GGUFPackError(f"{name}: the manifest has a malformed descriptor ({e})") from None
-    return blobs
+def check_config_size(config: Descriptor, name: str) -> None:
+    """The one rule for configs, at pull as at remote inspect: at most :data:`MAX_CONFIG_BYTES` bytes."""
+    if config.size > MAX_CONFIG_BYTES:
+        raise GGUFPackError(f"{name}: the image config is {config.size} bytes, more than the {MAX_CONFIG_BYTES} a "
+                            "config may have; refused (nothing was downloaded)")
 
 
 def fetch_blobs(store: Store, client: RegistryClient, repository: str, blobs: list[Descriptor],
@@ -158,20 +145,22 @@ def fetch_blobs(store: Store, client: RegistryClient, repository: str, blobs: li
             future.result()
 
 
-def _store_image(store: Store, manifest: Manifest, parsed: dict[str, Any], ref_name: str) -> None:
+def _store_image(store: Store, manifest: Manifest, blobs: list[Descriptor], ref_name: str) -> None:
     """Record the layers of a pulled image, store its manifest bytes, then move the ref."""
-    config = store.read_json(parsed["config"]["digest"])
+    config_desc, layers = blobs[0], blobs[1:]
+    config = decode_json(store.read_blob(config_desc.digest), f"{ref_name}: the image config")
+    ImageConfig.parse(config, ref_name)  # every field list, inspect, run and FROM use, checked (oci/reader.py)
     rootfs = config.get("rootfs") if isinstance(config, dict) else None
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list):
-        raise GGUFPackError(f"{ref_name}: the image config has no rootfs.diff_ids list")
-    layers = parsed.get("layers") or []
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+        raise GGUFPackError(f"{ref_name}: the image config has no rootfs.diff_ids list of digests")
     if len(diff_ids) != len(layers):
         raise GGUFPackError(f"{ref_name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}")
     cache = BuildCache(store)
     snapshot = Snapshot()
     for layer, diff_id in zip(layers, diff_ids, strict=True):
-        snapshot = snapshot.apply(index_layer(store, cache, Descriptor.from_json(layer), diff_id).diff)
+        snapshot = snapshot.apply(index_layer(store, cache, layer, diff_id).diff)
+    check_symlinks(snapshot, ref_name)  # the symlink rule the build applies (oci/symlinks.py)
     store.put_bytes(manifest.data, manifest.digest)
     files = {node.digest for _, node in snapshot.items() if node.digest}
     store.set_ref(ref_name, Descriptor(manifest.media_type, manifest.digest, len(manifest.data)), files=files)
@@ -186,12 +175,13 @@ def pull_image(store: Store, ref: Reference, client: RegistryClient, *, platform
     stats = PullStats()
     with store.lease():
         manifest, parsed = fetch_manifest(client, ref, platform)
+        blobs = ImageManifest.parse(parsed, ref_name).blobs
+        check_config_size(blobs[0], ref_name)
         kind = artifact_format(parsed)
-        blobs = manifest_blobs(parsed, ref_name)
         progress.log(f"pulling {ref_name} ({kind}, {len(blobs)} blob(s), {sum(b.size for b in blobs)} bytes)")
         fetch_blobs(store, client, ref.repository, blobs, progress, stats, jobs)
         if kind == "image":
-            _store_image(store, manifest, parsed, ref_name)
+            _store_image(store, manifest, blobs, ref_name)
             digest = manifest.digest
         else:
             from ggufpack.formats import import_artifact

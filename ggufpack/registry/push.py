@@ -20,21 +20,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
-from ggufpack.errors import GGUFPackError, Interrupted
+from ggufpack.errors import GGUFPackError, Interrupted, printable
 from ggufpack.oci.descriptor import Descriptor
+from ggufpack.oci.reader import ImageManifest, parse_index
 from ggufpack.progress import QUIET, Bar, Progress
 from ggufpack.refs import Reference
-from ggufpack.registry.client import RegistryClient, RegistryError
-from ggufpack.registry.known_blobs import KnownBlobs
+from ggufpack.registry.client import RegistryClient, RegistryError, manifest_document
+from ggufpack.registry.known_blobs import KnownBlobs, read_advisory_json
 from ggufpack.store import Store
+from ggufpack.store.fsutil import atomic_write, ensure_store_dir, store_dir
 from ggufpack.store.locking import locked
 
 #: bytes per PATCH: what a resumed push may have to send again at most
@@ -42,6 +44,8 @@ CHUNK_SIZE = 64 * 1024 * 1024
 #: blobs uploaded at once
 JOBS = 4
 _READ_SIZE = 1024 * 1024
+_UPLOADS = "state/uploads"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass
@@ -97,45 +101,83 @@ class _FileSlice:
         self._file.close()
 
 
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` of an http(s) URL, the default port spelled out; None when it is not one."""
+    try:
+        parts = urlsplit(url)
+        scheme, port = parts.scheme.lower(), parts.port
+    except ValueError:
+        return None
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def _on_registry(client: RegistryClient, location: str) -> bool:
+    """Is ``location`` (absolute, or relative to the registry) on the registry's own origin?"""
+    try:
+        resolved = client.url(location)
+    except ValueError:
+        return False
+    origin = _origin(client.base)
+    return origin is not None and _origin(resolved) == origin
+
+
 class _UploadState:
     """Where an unfinished upload of one blob to one repository stands, kept across runs."""
 
     def __init__(self, store: Store, registry: str, repository: str, digest: str) -> None:
         key = hashlib.sha256(f"{registry}/{repository}@{digest}".encode()).hexdigest()
-        self.path = store.root / "state" / "uploads" / f"{key}.json"
+        self.path = store.root / _UPLOADS / f"{key}.json"
+        self._root = store.root
 
-    def load(self) -> str | None:
-        try:
-            return str(json.loads(self.path.read_text(encoding="utf-8"))["location"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+    def load(self, client: RegistryClient, warn: Callable[[str], None]) -> str | None:
+        """The saved upload URL; None when there is none or the file is not ours (it is only a resume hint).
+
+        The resume file is store state, which others may write: a ``location`` that is not on the
+        registry's own origin (scheme, host and port) would send the blob's bytes to any host, so such a
+        resume point is dropped (with a ``warn``ing) and the upload starts afresh."""
+        state = read_advisory_json(self.path, 64 * 1024)
+        location = state.get("location") if isinstance(state, dict) else None
+        if not isinstance(location, str):
             return None
+        if not _on_registry(client, location):
+            warn(f"  ignoring the saved upload point in {self.path}: it is not on {client.registry} "
+                 f"({printable(location.split('?', 1)[0], 120)!r}); starting a fresh upload")
+            self.clear()
+            return None
+        return location
 
     def lock(self) -> AbstractContextManager[bool]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_store_dir(self._root, _UPLOADS)
         return locked(self.path.with_suffix(".lock"))
 
     def save(self, location: str, offset: int) -> None:
-        tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"location": location, "offset": offset}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        """Replace the resume point atomically (a full disk leaves the previous one, and no temp file)."""
+        directory = ensure_store_dir(self._root, _UPLOADS)
+        atomic_write(self.path, json.dumps({"location": location, "offset": offset}).encode(), directory)
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if store_dir(self._root, _UPLOADS) is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def image_blobs(store: Store, top: Descriptor) -> tuple[list[Descriptor], list[tuple[Descriptor, bytes]]]:
-    """The blobs (configs and layers) and the manifests (children first, ``top`` last) of an image."""
+    """The blobs (configs and layers) and the manifests (children first, ``top`` last) of an image, each
+    manifest checked as a pulled one is (a damaged store is an error naming it, never a traceback)."""
     blobs: dict[str, Descriptor] = {}
     manifests: list[tuple[Descriptor, bytes]] = []
 
     def visit(descriptor: Descriptor) -> None:
         data = store.read_blob(descriptor.digest)
-        manifest: dict[str, Any] = json.loads(data)
-        for child in manifest.get("manifests") or []:
-            visit(Descriptor.from_json(child))
-        for blob in [manifest.get("config"), *(manifest.get("layers") or [])]:
-            if blob:
-                blobs.setdefault(blob["digest"], Descriptor.from_json(blob))
+        name = f"stored manifest {descriptor.digest}"
+        manifest = manifest_document(data, name)
+        if "manifests" in manifest:
+            for child in parse_index(manifest, name):
+                visit(child)
+        else:
+            for blob in ImageManifest.parse(manifest, name).blobs:
+                blobs.setdefault(blob.digest, blob)
         manifests.append((descriptor, data))
 
     visit(top)
@@ -191,7 +233,7 @@ class Pusher:
 
     def _upload(self, blob: Descriptor, bar: Bar, state: _UploadState) -> None:
         path = self.store.blob_path(blob.digest)
-        location, offset = state.load(), 0
+        location, offset = state.load(self.client, self.progress.log), 0
         if location is not None:
             try:
                 known = self.client.upload_offset(location)

@@ -50,8 +50,8 @@ def _load() -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GGUFPackError(f"cannot read {path}: {e}") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8
+        raise GGUFPackError(f"cannot read {path}: {str(e)[:200]}") from None
     registries = data.get("registries") if isinstance(data, dict) else None
     if not isinstance(registries, dict):
         raise GGUFPackError(f"{path}: expected {{\"registries\": {{HOST: {{...}}}}}}")
@@ -61,10 +61,14 @@ def _load() -> dict[str, Any]:
 def settings_for(registry: str, *, plain_http: bool = False, insecure: bool = False) -> RegistrySettings:
     """The saved settings for ``registry`` with this command's flags on top (a flag only turns on)."""
     entry = _load().get(registry) or {}
-    saved = RegistrySettings(
-        plain_http=bool(entry.get("plain_http", False)), insecure=bool(entry.get("insecure", False)),
-        ca_file=entry.get("ca_file"),
+    plain, insecure_saved, ca_file = (
+        (entry.get("plain_http", False), entry.get("insecure", False), entry.get("ca_file"))
+        if isinstance(entry, dict) else (None, None, None)
     )
+    if not isinstance(plain, bool) or not isinstance(insecure_saved, bool) or not isinstance(ca_file, str | None):
+        raise GGUFPackError(f"{settings_path()}: the entry for {registry} must be an object with true/false "
+                            "plain_http and insecure and a ca_file path")
+    saved = RegistrySettings(plain_http=plain, insecure=insecure_saved, ca_file=ca_file)
     return replace(saved, plain_http=saved.plain_http or plain_http, insecure=saved.insecure or insecure)
 
 

@@ -9,7 +9,6 @@ so those get a directory of symbolic links named as in the image (:meth:`Runnabl
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,10 @@ from ..build.cache import BuildCache
 from ..build.images import load_image
 from ..build.snapshot import clean_path
 from ..errors import GGUFPackError
-from ..gguf_info import read_header_file
+from ..gguf_info import read_header_file, split_names
 from ..store import Store
+from ..store.fsutil import disk_full_as_error, ensure_store_dir
 
-_SPLIT = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _TEMPLATE_KEY = "tokenizer.chat_template"
 
 
@@ -54,28 +53,33 @@ class RunnableImage:
     def host_path(self, path: str) -> Path:
         """The local file llama.cpp can load for image path ``path`` (a link farm for split models)."""
         digest = self.digest_of(path)
-        match = _SPLIT.match(clean_path(path))
-        if match is None:
+        names = split_names(clean_path(path))
+        if names is None:
             return self.store.file_path(digest)
-        return self._split_links(match)
+        return self._split_links(names)
 
     def split_model(self, path: str) -> bool:
-        return _SPLIT.match(clean_path(path)) is not None
+        return split_names(clean_path(path)) is not None
 
-    def _split_links(self, match: re.Match[str]) -> Path:
-        count = int(match.group("count"))
-        root = self.store.root / "state" / "run" / "links" / self.digest.removeprefix("sha256:")
+    def _split_links(self, names: list[str]) -> Path:
+        """Links named as the shards, in ``state/run/links/<image hex>/``: each directory on the way is a
+        real one of the store (a planted symlink there is refused, never written through)."""
+        base = f"state/run/links/{self.digest.removeprefix('sha256:')}"
         first = None
-        for no in range(1, count + 1):
-            shard = f"{match.group('stem')}-{no:05d}-of-{count:05d}.gguf"
-            link = root / shard
+        for shard in names:
+            parent, _, name = shard.rpartition("/")
+            link = ensure_store_dir(self.store.root, f"{base}/{parent}" if parent else base) / name
             target = self.store.file_path(self.digest_of("/" + shard))
             if not (link.is_symlink() and Path(os.readlink(link)) == target):
-                link.parent.mkdir(parents=True, exist_ok=True)
-                temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-                temp.unlink(missing_ok=True)
-                temp.symlink_to(target)
-                temp.replace(link)
+                temp = link.with_name(f".{name}.{os.getpid()}.tmp")
+                try:
+                    with disk_full_as_error(link):
+                        temp.unlink(missing_ok=True)
+                        temp.symlink_to(target)
+                        temp.replace(link)
+                except OSError as exc:
+                    raise GGUFPackError(f"cannot link {link} to the model's shard: {exc.strerror}; remove "
+                                        f"{link} and try again") from None
             first = first or link
         assert first is not None
         return first

@@ -42,17 +42,33 @@ class Launch:
     notes: list[str] = field(default_factory=list)
     #: run after the server process is gone (removes a container left by a killed ``docker run``)
     cleanup: list[str] | None = None
+    #: added to the server's environment (the marker of a detached server, see :mod:`.detached`)
+    environment: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def health_url(self) -> str:
         """The health endpoint, through loopback when the server listens on every address."""
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}{self.health_path}"
+        return f"{http_url(host, self.port)}{self.health_path}"
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def docker_container_name(image_digest: str, port: int) -> str:
+    """The name of the container that serves ``image_digest`` on ``port`` (one at a time per port)."""
+    return f"ggufpack-{image_digest.removeprefix('sha256:')[:12]}-{port}"
+
+
+def docker_cleanup(container: str) -> list[str]:
+    """The command that removes the container, should a killed ``docker run`` leave it behind."""
+    return ["docker", "rm", "--force", container]
 
 
 def server_extra_installed() -> bool:
@@ -86,7 +102,7 @@ def llama_server_program(backend: str | None, dry_run: bool) -> str:
     if backend is not None:
         return str(resolve_backend(backend, "server").tool("llama-server"))
     try:
-        return str(resolve_backend(META, "server").tool("llama-server"))
+        best = resolve_backend(META, "server")
     except GGUFPackError:
         found = _server_backends()
         if found:
@@ -95,6 +111,7 @@ def llama_server_program(backend: str | None, dry_run: bool) -> str:
             return "llama-server"
         raise GGUFPackError(f"no llama.cpp backend with llama-server is installed; run: ggufpack backends install "
                             f"{META}, or choose --runtime llama-cpp-python") from None
+    return str(best.tool("llama-server"))  # a refusal to run it (trust.py) is said, not passed over
 
 
 def docker_has_nvidia() -> bool:
@@ -155,7 +172,7 @@ def docker_launch(image: RunnableImage, host: str, port: int, extra: list[str], 
 
     options = server_options(image, in_container, extra)
     gpus = docker_has_nvidia()
-    name = f"ggufpack-{image.short_id}-{port}"
+    name = docker_container_name(image.digest, port)
     published = f"[{host}]" if ":" in host else host
     argv = [
         "docker", "run", "--rm", "--name", name, *(["--gpus", "all"] if gpus else []),
@@ -164,7 +181,7 @@ def docker_launch(image: RunnableImage, host: str, port: int, extra: list[str], 
         docker_image or (DOCKER_IMAGE_CUDA if gpus else DOCKER_IMAGE),
         *llama_server_args(options), "--host", "0.0.0.0", "--port", str(CONTAINER_PORT),
     ]
-    return Launch("docker", argv, host, port, "/health", cleanup=["docker", "rm", "--force", name])
+    return Launch("docker", argv, host, port, "/health", cleanup=docker_cleanup(name))
 
 
 def plan_launch(image: RunnableImage, runtime: str, *, host: str, port: int, extra: list[str],

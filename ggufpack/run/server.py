@@ -71,9 +71,10 @@ def start(launch: Launch, log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the server in a session of its own; its output goes to ``log``, else to our stderr
     (our stdout carries only ggufpack's own lines)."""
     out = log.open("ab") if log is not None else None
+    env = {**os.environ, **launch.environment} if launch.environment else None
     try:
         return subprocess.Popen(launch.argv, stdin=subprocess.DEVNULL, stdout=out or 2, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
     except OSError as exc:
         raise GGUFPackError(f"cannot start {launch.argv[0]}: {exc.strerror}") from None
     finally:

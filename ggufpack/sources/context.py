@@ -31,6 +31,7 @@ from typing import Literal
 from ggufpack.errors import GGUFPackError, SourcePosition, UsageError
 from ggufpack.progress import QUIET, Progress
 from ggufpack.sources.ignore import IgnoreRules, clean_path, compile_pattern, has_magic
+from ggufpack.store.fsutil import is_real_dir, read_small_file
 
 EntryKind = Literal["file", "dir", "symlink"]
 
@@ -310,6 +311,8 @@ class FileHashCache:
     """
 
     FILE_NAME = "file-digests.json"
+    #: a bigger file is not ours (some 50,000 entries fit): read as empty
+    MAX_BYTES = 16 << 20
     MIN_SIZE = 1 << 20
     RACY_SECONDS = 2.0
 
@@ -319,9 +322,9 @@ class FileHashCache:
         self._entries: dict[str, dict[str, int | str]] = self._read()
 
     def _read(self) -> dict[str, dict[str, int | str]]:
-        try:
-            data = json.loads(self.file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        try:  # bounded, and never a FIFO, a device or a symlink: the store may hold planted files
+            data = json.loads(read_small_file(self.file, self.MAX_BYTES))
+        except (OSError, ValueError, RecursionError, GGUFPackError):
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -351,6 +354,8 @@ class FileHashCache:
         merged = {**self._read(), updated: self._entries[updated]}
         self._entries = merged
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if not is_real_dir(self.cache_dir):
+            return  # a symlink planted in the store: the cache is only a speed-up, never written through one
         fd, tmp = tempfile.mkstemp(prefix=".file-digests-", suffix=".tmp", dir=self.cache_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

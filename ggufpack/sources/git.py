@@ -10,6 +10,12 @@ URL or an ssh agent, not from credential helpers. Submodules are checked out; Gi
 fetched when the repository tracks any and ``git-lfs`` is installed (LFS files inside submodules are
 not). Local repositories count as git sources only as ``file://`` URLs: a bare path such as
 ``weights.git`` stays a build-context path, as in Docker.
+
+The repository is untrusted input. A ``subdir`` is resolved with every symlink along it followed, and
+one that leads outside the checkout is refused (the build context's rule; BuildKit would re-root
+it, which hides the mistake). Everything this module moves or deletes lies inside the scratch
+directory it created, and is removed without following symlinks. Files of the checkout are read
+only when they are regular files, and then in bounded pieces; git's own output is captured bounded.
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
+import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from ggufpack.errors import GGUFPackError, UsageError
+from ggufpack.errors import NO_SPACE_ERRNOS, DiskFullError, GGUFPackError, UsageError
 from ggufpack.progress import Progress
 
 _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
@@ -31,7 +40,13 @@ _FULL_SHA = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 _GIT_PREFIXES = ("git@", "git://", "ssh://", "github.com/")
 _KEPT_GIT_VARIABLES = ("GIT_SSH", "GIT_SSH_COMMAND")
 _CONFIG = ("core.autocrlf=false", "core.symlinks=true", "init.defaultBranch=main", "advice.detachedHead=false",
-           "protocol.version=2", "core.fsmonitor=false")
+           "protocol.version=2", "core.fsmonitor=false", "protocol.ext.allow=never")
+# git ignores a .gitattributes file larger than this (ATTR_MAX_FILE_SIZE), so reading more never matters
+_MAX_ATTRIBUTES_SIZE = 100 << 20
+_READ_CHUNK = 1 << 20
+# what git may print before we stop listening: refs and ids on stdout, the last lines of stderr
+_MAX_STDOUT = 16 << 20
+_MAX_STDERR = 64 << 10
 
 _LFS_FILTER = ("filter.lfs.clean=git-lfs clean -- %f", "filter.lfs.smudge=git-lfs smudge -- %f",
                "filter.lfs.process=git-lfs filter-process", "filter.lfs.required=true")
@@ -69,6 +84,8 @@ def parse_git_source(src: str) -> GitSource:
     ref, _, subdir = fragment.partition(":")
     if url.startswith("github.com/"):
         url = "https://" + url
+    if "\0" in src:
+        raise UsageError(f"bad git source {src!r}: it holds a NUL character")
     subdir = subdir.strip("/")
     if subdir:
         normal = os.path.normpath(subdir)
@@ -94,14 +111,47 @@ def _environment() -> dict[str, str]:
 def _run(
     args: list[str], cwd: Path | None = None, extra_config: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
+    """Run git; its output is kept bounded, since a hostile server decides how much of it there is.
+
+    stdout (refs and ids) is kept whole up to ``_MAX_STDOUT``, past which git is stopped and the
+    command fails; of stderr (``remote:`` lines come from the server) only the last ``_MAX_STDERR``.
+    """
     config = [arg for item in (*_CONFIG, *extra_config) for arg in ("-c", item)]
     try:
-        return subprocess.run(
+        proc = subprocess.Popen(
             ["git", *config, *args], cwd=cwd, env=_environment(), stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, errors="replace", check=False,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise GGUFPackError("ADD from a git repository needs the 'git' command; install git") from None
+    except OSError as exc:
+        raise GGUFPackError(f"cannot run git: {exc.strerror}; check the build directory") from None
+    with proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        stderr: list[bytes] = []
+        reader = threading.Thread(target=lambda: stderr.append(_tail(proc.stderr, _MAX_STDERR)), daemon=True)
+        reader.start()
+        stdout = proc.stdout.read(_MAX_STDOUT + 1)
+        overflow = len(stdout) > _MAX_STDOUT
+        if overflow:
+            proc.kill()
+        reader.join()
+        returncode = proc.wait()
+    err = b"".join(stderr).decode("utf-8", "replace")
+    if overflow:
+        raise GGUFPackError(f"git {args[0]} printed more than {_MAX_STDOUT >> 20} MiB; the repository or its "
+                            "server is not one ggufpack can add")
+    return subprocess.CompletedProcess(proc.args, returncode, stdout.decode("utf-8", "replace"), err)
+
+
+def _tail(stream: IO[bytes], keep: int) -> bytes:
+    """Read ``stream`` to its end and return its last ``keep`` bytes, holding at most twice that."""
+    kept = bytearray()
+    while chunk := stream.read(min(_READ_CHUNK, keep)):
+        kept += chunk
+        if len(kept) > 2 * keep:
+            del kept[:-keep]
+    return bytes(kept[-keep:])
 
 
 def _summary(stderr: str) -> str:
@@ -161,27 +211,84 @@ def clone(src: str, dest: Path, *, keep_git_dir: bool, progress: Progress) -> Gi
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ValueError(f"clone destination {dest} exists and is not an empty directory")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ggufpack-git-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".ggufpack-git-", dir=dest.parent))
+    except OSError as exc:
+        raise _local_error(exc, dest.parent, source) from None
     try:
         progress.log(f"fetching {source.url}" + (f" at {source.ref}" if source.ref else ""))
         commit = _checkout(source, work)
-        if (work / ".gitmodules").exists():
+        if _is_regular(work / ".gitmodules"):
             _submodules(source, work)
         if _uses_lfs(work):
             _lfs_pull(source, work)
         if not keep_git_dir:
             _remove_git_dirs(work)
-        chosen = work / source.subdir if source.subdir else work
-        if chosen.is_symlink() or not chosen.is_dir():
-            raise GGUFPackError(f"subdirectory {source.subdir!r} not found in {source.url} at {commit[:12]}; "
-                                "check the path after ':'")
+        chosen = _chosen_directory(source, work, commit)
         if dest.exists():
             dest.rmdir()
-        os.replace(chosen, dest)
+        os.replace(chosen, dest)  # both in the build's own directory: the checkout leaves nothing else behind
+    except OSError as exc:
+        raise _local_error(exc, dest.parent, source) from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # never follows symlinks: it removes links, not their targets
     return GitResult(dest, commit)
+
+
+def _local_error(exc: OSError, directory: Path, source: GitSource) -> GGUFPackError:
+    """What a failure of our own file operations (not git's) in the build directory means to the user."""
+    if exc.errno in NO_SPACE_ERRNOS:
+        return DiskFullError.from_os_error(exc, directory)
+    return GGUFPackError(f"cannot check out {source.url} in {directory}: {exc.strerror or exc}; check the "
+                         "permissions of the build directory")
+
+
+def _chosen_directory(source: GitSource, work: Path, commit: str) -> Path:
+    """The real directory ``source.subdir`` names in the checkout ``work``, always inside ``work``.
+
+    Every component is resolved, symlinks followed (``a/b`` where ``a -> x`` is ``x/b``). A path whose
+    real location leaves the checkout, through an absolute link or one climbing with ``..``, is refused
+    before anything is moved: moving it would take (and the import then delete) a directory of the host.
+    """
+    root = Path(os.path.realpath(work))
+    if not source.subdir:
+        return root
+    real = Path(os.path.realpath(root / source.subdir))
+    where = f"{source.url} at {commit[:12]}"
+    if real != root and root not in real.parents:
+        link = _first_symlink(root, source.subdir)
+        through = f" (through the symlink '{link[0]}' -> '{link[1]}')" if link else ""
+        raise GGUFPackError(f"subdirectory {source.subdir!r} of {where} leads outside the repository{through}; "
+                            "only directories inside the repository can be added: name the real path after ':'")
+    try:
+        mode = os.lstat(real).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISDIR(mode):
+        return real
+    if not mode or stat.S_ISLNK(mode):  # missing, or a link realpath could not resolve (a loop)
+        raise GGUFPackError(f"subdirectory {source.subdir!r} not found in {where}; check the path after ':'")
+    raise GGUFPackError(f"subdirectory {source.subdir!r} of {where} is a file, not a directory; name a "
+                        "directory after ':' (ADD takes a whole repository or one of its directories)")
+
+
+def _first_symlink(root: Path, subdir: str) -> tuple[str, str] | None:
+    """The first component of ``subdir`` below ``root`` that is a symlink, and its target."""
+    path = root
+    for part in subdir.split("/"):
+        path = path / part
+        if path.is_symlink():
+            return str(path.relative_to(root)), os.readlink(path)
+    return None
+
+
+def _is_regular(path: Path) -> bool:
+    """Whether ``path`` itself (not what a symlink points to) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _checkout(source: GitSource, work: Path) -> str:
@@ -223,12 +330,37 @@ def _submodules(source: GitSource, work: Path) -> None:
 
 
 def _uses_lfs(work: Path) -> bool:
+    """Whether any ``.gitattributes`` of the checkout names the LFS filter."""
     for directory, subdirs, files in os.walk(work):
         subdirs[:] = [d for d in subdirs if d != ".git"]
-        if ".gitattributes" in files:
-            text = Path(directory, ".gitattributes").read_text(encoding="utf-8", errors="replace")
-            if "filter=lfs" in text:
+        if ".gitattributes" in files and _mentions_lfs(Path(directory, ".gitattributes")):
+            return True
+    return False
+
+
+def _mentions_lfs(path: Path) -> bool:
+    """Whether the regular file ``path`` holds ``filter=lfs``, read in bounded chunks.
+
+    A committed ``.gitattributes`` may be a symlink to ``/dev/zero`` or to a FIFO: git itself does
+    not follow in-tree attribute files (and ignores ones over 100 MiB), so neither do we. The open
+    never follows a link and never blocks, and only a regular file is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_ATTRIBUTES_SIZE:
+            return False
+        needle = b"filter=lfs"
+        carry = b""
+        left = _MAX_ATTRIBUTES_SIZE
+        while left > 0 and (chunk := f.read(min(_READ_CHUNK, left))):
+            if needle in carry + chunk:
                 return True
+            carry = chunk[-(len(needle) - 1):]
+            left -= len(chunk)
     return False
 
 
@@ -242,10 +374,17 @@ def _lfs_pull(source: GitSource, work: Path) -> None:
 
 
 def _remove_git_dirs(work: Path) -> None:
-    """Delete every ``.git`` (a submodule's is a file); git never tracks an entry of that name."""
+    """Delete every ``.git`` (a submodule's is a file); git never tracks an entry of that name.
+
+    ``os.walk`` lists a symlink to a directory among the directories; whatever a ``.git`` is, only the
+    entry itself goes (a link is unlinked, never its target; ``rmtree`` does not follow links below).
+    """
     for directory, subdirs, files in os.walk(work):
-        if ".git" in subdirs:
-            subdirs.remove(".git")
-            shutil.rmtree(Path(directory, ".git"))
-        if ".git" in files:
-            Path(directory, ".git").unlink()
+        if ".git" in subdirs or ".git" in files:
+            if ".git" in subdirs:
+                subdirs.remove(".git")
+            path = Path(directory, ".git")
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                shutil.rmtree(path)
+            else:
+                path.unlink()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ggufpack.errors import GGUFPackError
-from ggufpack.store.index import FILES, read_index
+from ggufpack.store.fsutil import is_real_dir, read_small_file
+from ggufpack.store.index import read_index, records
 from ggufpack.store.layout import Layout, digest_hex
 from ggufpack.store.locking import locked, try_lock
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 MANIFEST_TYPES = frozenset(
     {
         "application/vnd.oci.image.manifest.v1+json",
@@ -34,6 +37,8 @@ INDEX_TYPES = frozenset(
 )
 # A root of unknown type (from the build cache) is read as JSON only when this small.
 _SNIFF_LIMIT = 4 << 20
+# No manifest or index ggufpack builds or pulls comes near this (registries cap them at 4 MiB).
+_MANIFEST_LIMIT = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,8 @@ def _children(layout: Layout, digest: str, media_type: str | None) -> list[dict]
         return []
     path = layout.blobs / digest_hex(digest)
     try:
-        if media_type is None and path.stat().st_size > _SNIFF_LIMIT:
-            return []
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        doc = json.loads(read_small_file(path, _SNIFF_LIMIT if media_type is None else _MANIFEST_LIMIT))
+    except (OSError, ValueError, RecursionError, GGUFPackError):  # not a manifest we could have written
         return []
     if not isinstance(doc, dict):
         return []
@@ -83,11 +86,10 @@ def reachable(layout: Layout, roots: Iterable[tuple[str, str | None]]) -> set[st
 
 
 def _index_roots(layout: Layout) -> Iterator[tuple[str, str | None]]:
-    for entry in read_index(layout.index)["manifests"]:
-        yield entry["digest"], entry.get("mediaType")
-        for file_digest in ((entry.get("annotations") or {}).get(FILES) or "").split(","):
-            if file_digest:
-                yield file_digest, "file"
+    for record in records(read_index(layout.index)):  # malformed entries name nothing
+        yield record.descriptor.digest, record.descriptor.media_type
+        for file_digest in record.files:
+            yield file_digest, "file"
 
 
 class _Remover:
@@ -113,7 +115,7 @@ class _Remover:
 def _remove_unreachable(directory: Path, keep: set[str], remover: _Remover) -> int:
     removed = 0
     for path in directory.iterdir():
-        if len(path.name) == 64 and f"sha256:{path.name}" not in keep:
+        if _HEX64.fullmatch(path.name) and f"sha256:{path.name}" not in keep and not is_real_dir(path):
             remover.remove(path)
             removed += 1
     return removed
@@ -122,10 +124,18 @@ def _remove_unreachable(directory: Path, keep: set[str], remover: _Remover) -> i
 def _remove_stale_temps(ingest: Path, remover: _Remover) -> int:
     """Delete temps whose writer is gone (its flock released with it)."""
     removed = 0
+    if not is_real_dir(ingest):
+        return 0
     for path in ingest.iterdir():
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # never blocks on a FIFO; a symlink (ELOOP) is no temp of ours and is only unlinked
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
+            continue
+        except OSError:
+            if path.is_symlink():
+                remover.remove(path)
+                removed += 1
             continue
         try:
             if try_lock(fd):
@@ -144,7 +154,10 @@ def _remove_stale_state(state: Path, remover: _Remover) -> int:
     directories and lock files. Prune holds the GC lock exclusively, so no pull, push or build that
     could own them is running. Upload resume points stay: they are tiny and a later push uses them."""
     removed = 0
-    leftovers = [*state.glob("downloads/*"), *state.glob("uploads/*.lock"), *state.glob("imports/*")]
+    if not is_real_dir(state):
+        return 0
+    leftovers = [path for sub, pattern in (("downloads", "*"), ("uploads", "*.lock"), ("imports", "*"))
+                 if is_real_dir(state / sub) for path in (state / sub).glob(pattern)]
     for path in leftovers:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -15,11 +15,15 @@ from typing import Any
 
 from ggufpack.errors import GGUFPackError
 from ggufpack.oci.descriptor import Descriptor
+from ggufpack.oci.reader import parse_descriptor, parse_digest
+from ggufpack.store.fsutil import read_small_file
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CREATED = "io.ggufpack.created"
 FILES = "io.ggufpack.files"
 _STORE_ANNOTATIONS = (REF_NAME, CREATED, FILES)
+#: an index.json larger than this is not ours (each ref costs a few hundred bytes)
+MAX_INDEX_BYTES = 64 << 20
 
 
 def now_rfc3339() -> str:
@@ -60,10 +64,12 @@ class ImageRecord:
 def read_index(path: Path) -> dict[str, Any]:
     """Read ``index.json``; it is replaced by rename, so no lock is needed to read a whole one."""
     try:
-        index = json.loads(path.read_bytes())
+        index = json.loads(read_small_file(path, MAX_INDEX_BYTES))
     except FileNotFoundError:
         raise GGUFPackError(f"{path} is missing: this is not a ggufpack store") from None
-    except ValueError as exc:
+    except OSError as exc:
+        raise GGUFPackError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, RecursionError) as exc:
         raise GGUFPackError(f"{path} is not valid JSON ({exc}); restore it or remove the store") from exc
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
         raise GGUFPackError(f"{path} is not an OCI image index (no 'manifests' list)")
@@ -80,24 +86,52 @@ def entry_for(ref: str, descriptor: Descriptor, created: str, files: tuple[str, 
     return replace(descriptor, annotations=annotations).to_json()
 
 
-def entry_ref(entry: dict[str, Any]) -> str | None:
-    return (entry.get("annotations") or {}).get(REF_NAME)
+def entry_ref(entry: Any) -> str | None:
+    """The ref an entry names (None for one without, or one that is not a valid entry)."""
+    annotations = entry.get("annotations") if isinstance(entry, dict) else None
+    ref = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+def _checked_entry(entry: Any, position: int) -> Descriptor:
+    """An entry as a descriptor, every field records() uses checked (a shared store may hold anything)."""
+    descriptor = parse_descriptor(entry, f"index.json entry {position}")
+    files = descriptor.annotations.get(FILES, "")
+    for digest in filter(None, files.split(",")):
+        parse_digest(digest, f"index.json entry {position} {FILES}")
+    return descriptor
 
 
 def records(index: dict[str, Any]) -> list[ImageRecord]:
-    """Group entries by manifest digest, in index order; refs in index order too."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for entry in index["manifests"]:
-        grouped.setdefault(entry["digest"], []).append(entry)
+    """Group entries by manifest digest, in index order; refs in index order too. Malformed entries
+    are left out (:func:`malformed_entries` says which)."""
+    grouped: dict[str, list[Descriptor]] = {}
+    for position, entry in enumerate(index["manifests"]):
+        try:
+            descriptor = _checked_entry(entry, position)
+        except GGUFPackError:
+            continue
+        grouped.setdefault(descriptor.digest, []).append(descriptor)
     out = []
     for entries in grouped.values():
-        first = Descriptor.from_json(entries[0])
+        first = entries[0]
         bare = replace(
             first, annotations={k: v for k, v in first.annotations.items() if k not in _STORE_ANNOTATIONS}
         )
-        notes = [e.get("annotations") or {} for e in entries]
+        notes = [e.annotations for e in entries]
         refs = tuple(n[REF_NAME] for n in notes if REF_NAME in n)
         created = max((n.get(CREATED, "") for n in notes), default="")
         files = sorted({f for n in notes for f in n.get(FILES, "").split(",") if f})
         out.append(ImageRecord(descriptor=bare, refs=refs, created=created, files=tuple(files)))
     return out
+
+
+def malformed_entries(index: dict[str, Any]) -> list[str]:
+    """Why each entry :func:`records` leaves out is malformed."""
+    problems = []
+    for position, entry in enumerate(index["manifests"]):
+        try:
+            _checked_entry(entry, position)
+        except GGUFPackError as exc:
+            problems.append(str(exc))
+    return problems

@@ -1,17 +1,20 @@
 """Writing content into the store the containerd way: into a temp file under ``ingest/`` while
 hashing, then fsync, verify the digest, and rename into its content-addressed place. Readers never
-see a partial blob, and a crash leaves only a temp file that ``prune`` removes.
+see a partial blob, and a crash leaves only a temp file that ``prune`` removes. A full disk drops
+the temp file at once and is a :class:`DiskFullError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import DiskFullError, GGUFPackError
 from ggufpack.store.copying import copy_range
-from ggufpack.store.fsutil import create_locked_temp, fsync_dir
+from ggufpack.store.fsutil import create_locked_temp, disk_full_as_error, fsync_dir, is_disk_full
 
 _FLUSH_AT = 1 << 20
 
@@ -25,11 +28,15 @@ class IngestWriter:
 
     def __init__(self, ingest_dir: Path, target_dir: Path) -> None:
         self._target_dir = target_dir
-        self._temp, self._fd = create_locked_temp(ingest_dir)
+        with disk_full_as_error(target_dir):
+            self._temp, self._fd = create_locked_temp(ingest_dir)
         self._hash = hashlib.sha256()
         self._buffer = bytearray()
         self._flushed = 0
         self._closed = False
+        #: the disk filled up: every later call raises this again (gzip and tarfile write their
+        #: trailers while the error unwinds; they must meet the same clear error, not another one)
+        self._failed: DiskFullError | None = None
 
     def writable(self) -> bool:
         return True
@@ -57,10 +64,23 @@ class IngestWriter:
 
     def _pwrite_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, self._flushed)
-            view = view[written:]
-            self._flushed += written
+        with self._writing():
+            while view:
+                written = os.pwrite(self._fd, view, self._flushed)
+                view = view[written:]
+                self._flushed += written
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """On a full disk in the body: drop the temp file now (its space comes back) and raise our error."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.abort()
+            self._failed = DiskFullError.from_os_error(exc, self._target_dir)
+            raise self._failed from exc
 
     def write_from_file(self, path: Path, offset: int = 0, length: int | None = None) -> bool:
         """Append ``length`` bytes of ``path`` from ``offset`` (to its end when None).
@@ -76,7 +96,8 @@ class IngestWriter:
                 length = size - offset
             if offset < 0 or length < 0 or offset + length > size:
                 raise GGUFPackError(f"{path} has {size} bytes; cannot read {length} bytes at offset {offset}")
-            cloned = copy_range(source.fileno(), offset, self._fd, self._flushed, length, self._hash)
+            with self._writing():
+                cloned = copy_range(source.fileno(), offset, self._fd, self._flushed, length, self._hash)
         self._flushed += length
         return cloned
 
@@ -85,7 +106,8 @@ class IngestWriter:
         self._check_open()
         try:
             self.flush()
-            os.fsync(self._fd)
+            with self._writing():  # fsync can be where a delayed write meets the full disk
+                os.fsync(self._fd)
             digest = "sha256:" + self._hash.hexdigest()
             size = self._flushed
             if expected_digest is not None and digest != expected_digest:
@@ -118,5 +140,7 @@ class IngestWriter:
         os.close(self._fd)
 
     def _check_open(self) -> None:
+        if self._failed is not None:
+            raise self._failed
         if self._closed:
             raise ValueError("this writer was already committed or aborted")

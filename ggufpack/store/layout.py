@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ggufpack.errors import GGUFPackError
 from ggufpack.oci.descriptor import canonical_json
-from ggufpack.store.fsutil import atomic_write
+from ggufpack.store.fsutil import atomic_write, read_small_file
 from ggufpack.store.locking import locked
 
 LAYOUT_VERSION = "1.0.0"
@@ -119,8 +119,8 @@ class Layout:
 
     def _check_version(self) -> None:
         try:
-            version = json.loads(self.oci_layout.read_bytes()).get("imageLayoutVersion")
-        except (OSError, ValueError, AttributeError) as exc:
+            version = json.loads(read_small_file(self.oci_layout, 64 << 10)).get("imageLayoutVersion")
+        except (OSError, ValueError, AttributeError, RecursionError, GGUFPackError) as exc:
             raise GGUFPackError(f"{self.oci_layout} is unreadable or not JSON: {exc}") from exc
         if version != LAYOUT_VERSION:
             raise GGUFPackError(

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ggufpack.errors import GGUFPackError
 
 
 def try_lock(fd: int, *, exclusive: bool = True) -> bool:
@@ -29,7 +32,13 @@ def locked(path: Path, *, exclusive: bool = True, blocking: bool = True) -> Iter
     Yields True when the lock is held; with ``blocking=False`` it yields False instead of waiting,
     and the body decides what to do.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        # never through a symlink: a planted one would make us create (or lock) a file elsewhere
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise GGUFPackError(f"{path} is a symlink, not a lock file of ggufpack's: remove it") from None
+        raise
     try:
         if blocking:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

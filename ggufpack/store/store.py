@@ -29,6 +29,7 @@ from ggufpack.store.index import (
     check_rfc3339,
     entry_for,
     entry_ref,
+    malformed_entries,
     now_rfc3339,
     read_index,
     records,
@@ -81,7 +82,7 @@ class Store:
     def read_json(self, digest: str) -> Any:
         try:
             return json.loads(self.read_blob(digest))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise GGUFPackError(f"blob {digest} in {self.root} is not JSON: {exc}") from exc
 
     @contextmanager
@@ -295,6 +296,10 @@ class Store:
         """Every image in the store, one record per manifest, in index order."""
         return records(read_index(self.layout.index))
 
+    def malformed_entries(self) -> list[str]:
+        """What is wrong with each ``index.json`` entry :meth:`images` leaves out (a damaged or hostile store)."""
+        return malformed_entries(read_index(self.layout.index))
+
     def resolve(self, ref_or_id: str) -> ImageRecord:
         """The image named by a ref (default tag latest), ``sha256:<hex>`` or an ID prefix (>= 4)."""
         return find(self.images(), ref_or_id).record
@@ -320,7 +325,8 @@ class Store:
             if match.ref is not None:
                 keep = [e for e in index["manifests"] if entry_ref(e) != match.ref]
             else:
-                keep = [e for e in index["manifests"] if e["digest"] != match.record.descriptor.digest]
+                keep = [e for e in index["manifests"]
+                        if not isinstance(e, dict) or e.get("digest") != match.record.descriptor.digest]
             removed = [r for e in index["manifests"] if e not in keep and (r := entry_ref(e))]
             index["manifests"] = keep
             self._write_index(index)

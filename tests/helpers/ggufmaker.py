@@ -11,7 +11,8 @@ Shapes (GGUF order, row length first): embeddings and output ``(N_EMBD, N_VOCAB)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import struct
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,3 +142,30 @@ def make_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return writer.format_shard_names(path)[0]
+
+
+# --- hand-made GGUF bytes, for headers no writer would produce ------------------------------------
+
+
+def raw_string(text: str | bytes) -> bytes:
+    """A GGUF string: uint64 length, then the bytes."""
+    data = text.encode() if isinstance(text, str) else text
+    return struct.pack("<Q", len(data)) + data
+
+
+def raw_kv(key: str, vtype: GGUFValueType, payload: bytes) -> bytes:
+    """One metadata key/value: the key, the uint32 value type, the value's bytes as given."""
+    return raw_string(key) + struct.pack("<I", vtype) + payload
+
+
+def raw_tensor_info(name: str, shape: list[int], ggml_type: int = 0, offset: int = 0) -> bytes:
+    """One tensor info: name, n_dims, dims (GGUF order), ggml type, data offset."""
+    return (raw_string(name) + struct.pack("<I", len(shape)) + struct.pack(f"<{len(shape)}Q", *shape)
+            + struct.pack("<IQ", ggml_type, offset))
+
+
+def raw_gguf(kvs: Sequence[bytes] = (), tensors: Sequence[bytes] = (), *, version: int = 3,
+             n_kv: int | None = None, n_tensors: int | None = None) -> bytes:
+    """Magic, version, counts (those of the lists unless given), key/values, tensor infos: no padding or data."""
+    return (b"GGUF" + struct.pack("<IQQ", version, len(tensors) if n_tensors is None else n_tensors,
+                                  len(kvs) if n_kv is None else n_kv) + b"".join(kvs) + b"".join(tensors))

@@ -94,3 +94,75 @@ def make_repo(root: Path, *, lfs_file: bytes | None = None, submodule: Repo | No
     bare = root / "repo.git"
     _publish(work, bare)
     return Repo(bare, commits)
+
+
+# -- hostile repositories, written with git's plumbing -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Link:
+    """A symlink entry of :func:`make_tree_repo`: git stores ``target`` as is (it need not exist)."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class Gitlink:
+    """A submodule entry of :func:`make_tree_repo`: the commit it pins (``.gitmodules`` says where from)."""
+
+    commit: str
+
+
+TreeEntry = bytes | Link | Gitlink
+
+
+def _git_input(data: bytes, *args: str, cwd: Path) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, env=git_env(), input=data, capture_output=True, check=True)
+    return result.stdout.decode().strip()
+
+
+def _nest(entries: dict[str, TreeEntry]) -> dict[str, object]:
+    root: dict[str, object] = {}
+    for path, entry in entries.items():
+        *parents, name = path.split("/")
+        node = root
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"{path!r}: {part!r} is both a directory and a file")
+            node = child
+        if name in node:
+            raise ValueError(f"{path!r} given twice")
+        node[name] = entry
+    return root
+
+
+def _write_tree(bare: Path, node: dict[str, object]) -> str:
+    lines = []
+    for name, entry in node.items():
+        if isinstance(entry, dict):
+            lines.append(f"040000 tree {_write_tree(bare, entry)}\t{name}")
+        elif isinstance(entry, Gitlink):
+            lines.append(f"160000 commit {entry.commit}\t{name}")
+        else:
+            data = entry.target.encode() if isinstance(entry, Link) else entry
+            assert isinstance(data, bytes)
+            blob = _git_input(data, "hash-object", "-w", "--stdin", cwd=bare)
+            lines.append(f"{'120000' if isinstance(entry, Link) else '100644'} blob {blob}\t{name}")
+    return _git_input("".join(line + "\0" for line in lines).encode(), "mktree", "-z", "--missing", cwd=bare)
+
+
+def make_tree_repo(root: Path, entries: dict[str, TreeEntry], *, name: str = "tree.git") -> Repo:
+    """A bare ``root/name`` whose branch ``main`` is one commit holding exactly ``entries``.
+
+    ``entries`` maps slash-separated paths to file bytes, :class:`Link` or :class:`Gitlink`. The
+    tree is written with ``mktree``, which skips the checks ``git add`` makes, so a test can commit
+    what a hostile repository can: symlinked ``.gitmodules``, links to devices, ``.git`` entries.
+    """
+    bare = root / name
+    root.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "--bare", str(bare), cwd=root)
+    tree = _write_tree(bare, _nest(entries))
+    commit = git("commit-tree", tree, "-m", "tree", cwd=bare)
+    git("update-ref", "refs/heads/main", commit, cwd=bare)
+    return Repo(bare, {"main": commit})

@@ -52,6 +52,17 @@ class StatusRoute:
 
 
 @dataclass(frozen=True)
+class RawRoute:
+    """An answer written as given, for hostile-server tests: any status, any headers (in order,
+    repeated or contradictory), a body that need not match its ``Content-Length``; the connection
+    closes after it."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
     path: str
     headers: dict[str, str]
@@ -63,7 +74,7 @@ class RecordedRequest:
 
 @dataclass
 class _State:
-    routes: dict[str, FileRoute | RedirectRoute | StatusRoute] = field(default_factory=dict)
+    routes: dict[str, FileRoute | RedirectRoute | StatusRoute | RawRoute] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -87,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._simple(404, b"not found")
         elif isinstance(route, StatusRoute):
             self._simple(route.status, route.body)
+        elif isinstance(route, RawRoute):
+            self._raw(route)
         elif isinstance(route, RedirectRoute):
             self.send_response(route.status)
             self.send_header("Location", route.location)
@@ -100,6 +113,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _raw(self, route: RawRoute) -> None:
+        self.send_response(route.status)
+        for name, value in route.headers:
+            # into the buffer send_response started, as send_header does, but without its checks
+            self._headers_buffer.append(f"{name}: {value}\r\n".encode("latin-1"))
+        self.end_headers()
+        self.wfile.write(route.body)
+        self.wfile.flush()
+        self.close_connection = True
 
     def _file(self, route: FileRoute, cut: bool) -> None:
         data = route.data
@@ -179,6 +202,11 @@ class LoopbackHTTPServer(ThreadedServer):
 
     def add_status(self, path: str, status: int, body: bytes = b"") -> None:
         self._state.routes[path] = StatusRoute(status, body)
+
+    def add_raw(self, path: str, status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+                body: bytes = b"") -> None:
+        """Answer ``path`` with exactly these headers and body (see :class:`RawRoute`)."""
+        self._state.routes[path] = RawRoute(status, tuple(headers), body)
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -33,6 +33,18 @@ def registry_available() -> bool:
     return all(shutil.which(tool) for tool in (REGISTRY_BINARY, "htpasswd", "openssl"))
 
 
+def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost (usable as its own CA bundle) and its key, made by openssl."""
+    cert, key = Path(workdir) / "cert.pem", Path(workdir) / "key.pem"
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,12 +90,7 @@ class LocalRegistry:
         http: dict[str, object] = {"addr": self.host, "secret": "ggufpack-test-secret",
                                    "headers": {"X-Content-Type-Options": ["nosniff"]}}
         if self.tls:
-            cert, key = self.workdir / "cert.pem", self.workdir / "key.pem"
-            subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                check=True, capture_output=True,
-            )
+            cert, key = self_signed_certificate(self.workdir)
             http["tls"] = {"certificate": str(cert), "key": str(key)}
             self.ca_cert = cert
         config: dict[str, object] = {

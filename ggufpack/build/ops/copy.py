@@ -3,10 +3,13 @@ them by Docker's rules."""
 
 from __future__ import annotations
 
+import os
 import posixpath
+from pathlib import Path
 from typing import Any
 
-from ...errors import GGUFPackError
+from ...errors import GGUFPackError, shown
+from ...oci.symlinks import UnsafeSymlinkError, check_symlink
 from ...packerfile.instructions import AddCommand, CopyCommand, InlineContent
 from ...sources.context import ContextEntry, resolve_context_sources
 from ...sources.ignore import IgnoreRules, compile_pattern, has_magic
@@ -14,11 +17,34 @@ from ..snapshot import FILE_MODE, Diff, FileNode, Snapshot, clean_path
 from .base import Item, OpContext, apply_ownership, place
 
 
-def _context_node(ctx: OpContext, entry: ContextEntry, *, import_content: bool) -> FileNode:
+def _context_symlink(entry: ContextEntry, root: Path) -> FileNode:
+    """A symlink of the context (or of a git checkout, ``root``) is kept as a link only when its target
+    stays inside that tree: relative, and resolved from where it lies, never above ``root``."""
+    target = entry.link_target or ""
+    real_root = os.path.realpath(root)
+    where = os.path.relpath(os.path.realpath(entry.path.parent), real_root).replace(os.sep, "/")
+    try:
+        if where == ".." or where.startswith("../"):
+            raise UnsafeSymlinkError(where)
+        check_symlink(posixpath.normpath(posixpath.join(where, entry.path.name)), target)
+        if os.path.commonpath([os.path.realpath(entry.path), real_root]) != real_root:
+            raise UnsafeSymlinkError(target)  # through other symlinks of the tree
+    except UnsafeSymlinkError:
+        problem = "an absolute target" if target.startswith("/") else f"its target leaves {root}"
+        raise GGUFPackError(
+            f"{entry.path} is a symlink to {shown(target)}: {problem}, and an image keeps only symlinks that are "
+            "relative and stay inside the tree they are copied from; replace it with what it points to, or "
+            "leave it out (.ggufpackerignore, --exclude)"
+        ) from None
+    return FileNode("symlink", 0o777, linkname=target)
+
+
+def _context_node(ctx: OpContext, entry: ContextEntry, *, import_content: bool, root: Path | None = None) -> FileNode:
+    """The node of a context entry (``root``: the tree it comes from, by default the build context)."""
     if entry.kind == "dir":
         return FileNode("dir", entry.mode)
     if entry.kind == "symlink":
-        return FileNode("symlink", 0o777, linkname=entry.link_target)
+        return _context_symlink(entry, ctx.context_dir if root is None else root)
     digest = "sha256:" + ctx.hash_cache.digest(entry.path)
     if import_content and not ctx.store.has_file(digest):
         imported = ctx.store.import_file(entry.path, move=False)
@@ -127,7 +153,20 @@ def copy_diff(
     items += inline_items(ctx, command.contents, import_content=import_content)
     many = len(command.sources) + len(command.contents) > 1 or any(has_magic(s) for s in paths)
     diff = place(items, command.dest, ctx.snapshot, many=many, keyword=command.keyword)
+    check_placed_symlinks(diff, command.keyword)
     return apply_ownership(diff, command.chown, command.chmod)
+
+
+def check_placed_symlinks(diff: Diff, keyword: str) -> None:
+    """Refuse a symlink that, where the op puts it, would point outside the image (the rule every
+    layer must pass, see :mod:`ggufpack.oci.symlinks`), before anything is written."""
+    for path, node in sorted(diff.items()):
+        if node.kind == "symlink":
+            try:
+                check_symlink(path, node.linkname or "")
+            except UnsafeSymlinkError as exc:
+                raise GGUFPackError(f"{keyword}: placed there, {exc}; an image keeps only symlinks that "
+                                    "stay inside it") from None
 
 
 def diff_inputs(diff: Diff) -> dict[str, Any]:

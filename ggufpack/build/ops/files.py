@@ -17,7 +17,7 @@ from ...sources import git, http
 from ...sources.context import walk_tree
 from ..snapshot import Diff, FileNode, Snapshot
 from .base import Item, OpContext, apply_ownership, place
-from .copy import _context_node, copy_diff, diff_inputs, write_bytes_node
+from .copy import _context_node, check_placed_symlinks, copy_diff, diff_inputs, write_bytes_node
 
 DOWNLOAD_MODE = 0o600  # Docker gives downloaded files 0600; --chmod changes it
 
@@ -107,10 +107,12 @@ class AddOp:
         if self.repos:
             checkout = self._clone()
             children = tuple(
-                (entry.relpath, _context_node(self.ctx, entry, import_content=True))
+                (entry.relpath, _context_node(self.ctx, entry, import_content=True, root=checkout.path))
                 for entry in walk_tree(checkout.path)
             )
-            diff.update(place([Item("", FileNode("dir", 0o755), children)], command.dest, self.ctx.snapshot,
-                              many=False, keyword="ADD"))
+            placed = place([Item("", FileNode("dir", 0o755), children)], command.dest, self.ctx.snapshot,
+                           many=False, keyword="ADD")
+            check_placed_symlinks(placed, "ADD")
+            diff.update(placed)
             shutil.rmtree(checkout.path, ignore_errors=True)
         return apply_ownership(diff, command.chown, command.chmod)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ... import __version__
 from ...errors import GGUFPackError
+from ...gguf_info import split_names
 from ...packerfile.instructions import ConvertCommand, ImatrixCommand, QuantizeCommand
 from ...sources.context import resolve_context_sources
 from ..snapshot import FILE_MODE, Diff, FileNode, Snapshot, clean_path
@@ -131,22 +131,19 @@ class ConvertOp:
         # The symlink directory has a scratch name: the model is named after the source directory.
         result = api.convert(src, out, out_type=self.command.type, model_class=self.command.model_class, base=base,
                              model_name=PurePosixPath(clean_path(self.command.source)).name or None,
-                             split_max_size=self.command.split_max_size, progress=self.ctx.progress)
+                             split_max_size=self.command.split_max_size, progress=self.ctx.progress,
+                             link_roots=(self.ctx.store.root, self.ctx.context_dir))  # where materialize links
         return outputs_diff(self.ctx, list(result.paths), self.command.dest, "CONVERT")
-
-
-_SHARD_RE = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
 
 
 def _with_shards(ctx: OpContext, source: Snapshot | None, path: str, first: InputFile) -> list[InputFile]:
     """``first`` and, when it is shard 1 of a split GGUF, its sibling shards (llama.cpp finds them by name)."""
-    match = _SHARD_RE.match(posixpath.basename(path))
-    if not match or int(match.group(2)) != 1:
+    names = split_names(posixpath.basename(path))
+    if not names or names[0] != posixpath.basename(path):
         return [first]
     directory = posixpath.dirname(path.rstrip("/"))
     files = [first]
-    for i in range(2, int(match.group(3)) + 1):
-        name = f"{match.group(1)}-{i:05d}-of-{match.group(3)}.gguf"
+    for name in names[1:]:
         files.append(single_file(ctx, input_files(ctx, source, posixpath.join(directory, name)), f"shard {name}"))
     return files
 

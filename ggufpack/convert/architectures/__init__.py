@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 
 from ggufpack.convert.architectures.base import Architecture, PlannedTensor
-from ggufpack.errors import GGUFPackError
+from ggufpack.convert.checkpoint import Checkpoint, check_layer_count
+from ggufpack.errors import GGUFPackError, shown
 
 #: HF architecture name → "module:Class" under ggufpack.convert.architectures
 ARCHITECTURES: dict[str, str] = {
@@ -41,7 +42,7 @@ def architecture_for(hf_arch: str) -> Architecture:
     target = ARCHITECTURES.get(hf_arch)
     if target is None:
         raise GGUFPackError(
-            f"unsupported architecture {hf_arch!r}; supported: {', '.join(supported_architectures())}"
+            f"unsupported architecture {shown(hf_arch)}; supported: {', '.join(supported_architectures())}"
         )
     module_name, _, class_name = target.partition(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
@@ -49,4 +50,12 @@ def architecture_for(hf_arch: str) -> Architecture:
     return factory()
 
 
-__all__ = ["ARCHITECTURES", "Architecture", "PlannedTensor", "architecture_for", "supported_architectures"]
+def converter_for(ckpt: Checkpoint) -> Architecture:
+    """The converter for a checkpoint, once its config is known to describe sizes its tensors can back."""
+    arch = architecture_for(ckpt.architecture)
+    check_layer_count(ckpt)
+    return arch
+
+
+__all__ = ["ARCHITECTURES", "Architecture", "PlannedTensor", "architecture_for", "converter_for",
+           "supported_architectures"]

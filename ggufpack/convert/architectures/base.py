@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 
 from ggufpack.convert.checkpoint import Checkpoint
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def hparam(config: dict[str, Any], *keys: str, default: Any = ..., where: str = 
         value = config.get(key)
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise GGUFPackError(f"{where}: {key} must be a positive number, not {value!r}")
+                raise GGUFPackError(f"{where}: {key} must be a positive number, not {shown(value)}")
             return value
     if default is ...:
         raise GGUFPackError(f"{where}: missing {' / '.join(keys)}")

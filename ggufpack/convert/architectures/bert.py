@@ -23,8 +23,9 @@ import gguf
 
 from ggufpack.convert.architectures.base import PlannedTensor, hparam
 from ggufpack.convert.architectures.decoder import DecoderArchitecture
-from ggufpack.convert.checkpoint import Checkpoint, read_json, read_json_value
-from ggufpack.errors import GGUFPackError
+from ggufpack.convert.checkpoint import Checkpoint
+from ggufpack.convert.files import read_json, read_json_value, relative_path
+from ggufpack.errors import GGUFPackError, shown
 
 #: sentence-transformers pooling modes llama.cpp implements
 _POOLING = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "lasttoken": gguf.PoolingType.LAST}
@@ -57,7 +58,7 @@ class Bert(DecoderArchitecture):
                                 "supported (llama.cpp's bert graph)")
         act = cfg.get("hidden_act", "gelu")
         if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-            raise GGUFPackError(f"config.json: hidden_act {act!r} is not supported: llama.cpp's bert graph "
+            raise GGUFPackError(f"config.json: hidden_act {shown(act)} is not supported: llama.cpp's bert graph "
                                 "computes GELU")
         writer.add_block_count(self.block_count(cfg))
         writer.add_context_length(hparam(cfg, "max_position_embeddings"))
@@ -136,7 +137,7 @@ def sentence_transformers_pooling(model_dir: Path, warnings: list[str]) -> str |
                         "its embeddings differ from sentence-transformers'")
     if not pooling_dirs:
         return None
-    config_path = model_dir / pooling_dirs[0] / "config.json"
+    config_path = model_dir / relative_path(pooling_dirs[0], f"{modules_path} (its Pooling module)") / "config.json"
     if not config_path.is_file():
         raise GGUFPackError(f"{modules_path} names a Pooling module, but {config_path} is missing")
     config = read_json(config_path)

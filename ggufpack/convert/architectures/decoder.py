@@ -22,9 +22,9 @@ import gguf
 import numpy as np
 
 from ggufpack.convert.architectures.base import PlannedTensor, hparam, moves_values_only
-from ggufpack.convert.checkpoint import Checkpoint
+from ggufpack.convert.checkpoint import Checkpoint, layer_index
 from ggufpack.convert.safetensors import TensorRef
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 
 
 def rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
@@ -78,15 +78,6 @@ def warn_ignored_sliding_window(cfg: dict[str, Any], arch_name: str, warnings: l
     if window and n_ctx and window < n_ctx:
         warnings.append(f"sliding_window={window} is ignored by llama.cpp's {arch_name} architecture; "
                         f"outputs differ from transformers beyond {window} tokens")
-
-
-def layer_index(hf_name: str) -> int | None:
-    """N in ``...layers.N....``, or None for a tensor outside the blocks."""
-    parts = hf_name.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part in ("layers", "h", "layer") and parts[i + 1].isdecimal():
-            return int(parts[i + 1])
-    return None
 
 
 def tensor_order(hf_name: str) -> tuple[int, int]:
@@ -149,7 +140,8 @@ class DecoderArchitecture:
         kind = rope.get("rope_type") or "default"
         if kind not in self.rope_types:
             raise GGUFPackError(
-                f"config.json: rope scaling type {kind!r} is not supported for {self.gguf_arch.name.lower()} models"
+                f"config.json: rope scaling type {shown(kind)} is not supported for "
+                f"{self.gguf_arch.name.lower()} models"
             )
         factor = rope.get("factor")
         if kind == "linear" and factor is not None:
@@ -234,7 +226,7 @@ class DecoderArchitecture:
         """The GGUF name of an HF tensor, through gguf-py's table."""
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise GGUFPackError(f"no GGUF name for tensor {hf_name!r}")
+            raise GGUFPackError(f"no GGUF name for tensor {shown(hf_name)}")
         return name
 
     @moves_values_only
@@ -272,10 +264,11 @@ class DecoderArchitecture:
             want = expected.get(hf_name)
             if want is None:
                 raise GGUFPackError(
-                    f"unexpected tensor {hf_name!r} for a {n_layer}-layer {self.gguf_arch.name.lower()} model"
+                    f"unexpected tensor {shown(hf_name)} for a {n_layer}-layer {self.gguf_arch.name.lower()} model"
                 )
             if ref.shape != want:
-                raise GGUFPackError(f"tensor {hf_name!r} has shape {list(ref.shape)}, config.json implies {list(want)}")
+                raise GGUFPackError(f"tensor {shown(hf_name)} has shape {list(ref.shape)}, "
+                                    f"config.json implies {list(want)}")
             load = partial(self._load, hf_name, ref, cfg)
             stored = partial(self._load_stored, hf_name, ref, cfg) if self.transform_moves_only(hf_name, cfg) else None
             out = PlannedTensor(self.gguf_name(hf_name, name_map), self.gguf_shape(hf_name, ref.shape), load, ref.dtype,
@@ -284,7 +277,7 @@ class DecoderArchitecture:
             seen.add(hf_name)
         missing = [n for n in self.required_tensors(cfg) if n not in seen]
         if missing:
-            raise GGUFPackError(f"checkpoint lacks {len(missing)} tensor(s), first {missing[0]!r}")
+            raise GGUFPackError(f"checkpoint lacks {len(missing)} tensor(s), first {shown(missing[0])}")
         planned += [((-1, 0), t) for t in self.extra_tensors(ckpt)]
         planned.sort(key=lambda item: item[0])
         return [p for _, p in planned]

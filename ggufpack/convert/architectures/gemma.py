@@ -38,7 +38,7 @@ import numpy as np
 from ggufpack.convert.architectures.base import PlannedTensor, hparam
 from ggufpack.convert.architectures.decoder import DecoderArchitecture
 from ggufpack.convert.checkpoint import Checkpoint
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 
 #: activations llama.cpp's GELU (tanh approximation) reproduces
 _TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
@@ -62,7 +62,7 @@ class Gemma(DecoderArchitecture):
         cfg = ckpt.config
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
         if act not in _TANH_GELU:
-            warnings.append(f"activation {act!r}: llama.cpp's {self.gguf_arch.name.lower()} graph uses the tanh "
+            warnings.append(f"activation {shown(act)}: llama.cpp's {self.gguf_arch.name.lower()} graph uses the tanh "
                             "approximation of GELU, so outputs differ slightly from transformers'")
         self.write_softcapping(cfg, writer)
         self.write_sliding_window(cfg, writer)
@@ -136,7 +136,7 @@ class Gemma2(Gemma):
                 raise GGUFPackError(f"config.json: {len(types)} layer_types for {n_layer} layers")
             unknown = sorted(set(types) - {"sliding_attention", "full_attention"})
             if unknown:
-                raise GGUFPackError(f"config.json: layer type {unknown[0]!r} is not supported")
+                raise GGUFPackError(f"config.json: layer type {shown(unknown[0])} is not supported")
             return [t == "sliding_attention" for t in types]
         pattern = int(cfg.get("sliding_window_pattern") or cfg.get("_sliding_window_pattern")
                       or self.default_swa_pattern)
@@ -188,8 +188,8 @@ class Gemma3(Gemma2):
         if not isinstance(local, dict):
             return float(cfg.get("rope_local_base_freq", 10000.0))
         if (local.get("rope_type") or "default") != "default":
-            raise GGUFPackError(f"config.json: rope scaling {local['rope_type']!r} on sliding-window layers is not "
-                                "supported by llama.cpp's gemma3 graph")
+            raise GGUFPackError(f"config.json: rope scaling {shown(local['rope_type'])} on sliding-window layers is "
+                                "not supported by llama.cpp's gemma3 graph")
         return float(local.get("rope_theta", 10000.0))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from ggufpack.convert.architectures.base import PlannedTensor, hparam, moves_values_only
 from ggufpack.convert.architectures.decoder import DecoderArchitecture
 from ggufpack.convert.checkpoint import Checkpoint
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 
 #: the Conv1D weights, by suffix after ``h.N.``
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -75,7 +75,7 @@ class GPT2(DecoderArchitecture):
             )
         act = cfg.get("activation_function", "gelu_new")
         if act not in _GELU:
-            raise GGUFPackError(f"config.json: activation_function {act!r} is not supported: llama.cpp's gpt2 "
+            raise GGUFPackError(f"config.json: activation_function {shown(act)} is not supported: llama.cpp's gpt2 "
                                 f"graph computes GELU ({', '.join(_GELU)})")
 
     # --- tensors ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ggufpack.convert.architectures.base import PlannedTensor, hparam
 from ggufpack.convert.architectures.decoder import DecoderArchitecture
 from ggufpack.convert.checkpoint import Checkpoint
 from ggufpack.convert.safetensors import TensorRef
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 
 #: the dense MLP a sparse block replaces (with the biases DecoderArchitecture would accept)
 DENSE_MLP = tuple(f"mlp.{proj}_proj.{kind}" for proj in ("gate", "up", "down") for kind in ("weight", "bias"))
@@ -120,8 +120,8 @@ class RoutedExperts:
         extra = sorted(owned - used)
         if extra:
             raise GGUFPackError(
-                f"unexpected tensor {extra[0]!r} for a {self.n_layer}-layer model with {self.moe.n_expert} experts "
-                f"per layer ({len(extra)} such tensor(s))"
+                f"unexpected tensor {shown(extra[0])} for a {self.n_layer}-layer model with {self.moe.n_expert} "
+                f"experts per layer ({len(extra)} such tensor(s))"
             )
         return planned
 
@@ -162,9 +162,9 @@ class RoutedExperts:
              used: set[str]) -> TensorRef:
         ref = tensors.get(name)
         if ref is None:
-            raise GGUFPackError(f"checkpoint lacks tensor {name!r} ({what})")
+            raise GGUFPackError(f"checkpoint lacks tensor {shown(name)} ({what})")
         if ref.shape != shape:
-            raise GGUFPackError(f"tensor {name!r} has shape {list(ref.shape)}, config.json implies {list(shape)}")
+            raise GGUFPackError(f"tensor {shown(name)} has shape {list(ref.shape)}, config.json implies {list(shape)}")
         used.add(name)
         return ref
 

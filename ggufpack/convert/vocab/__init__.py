@@ -12,25 +12,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ggufpack.convert.checkpoint import read_json
-from ggufpack.convert.vocab.common import Vocab
-from ggufpack.errors import GGUFPackError
+from ggufpack.convert.files import malformed, read_json
+from ggufpack.convert.vocab.common import Vocab, checked_vocab_size
+from ggufpack.errors import GGUFPackError, shown
 
 
-def load_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) -> Vocab:
+def load_vocab(model_dir: Path, vocab_size: object, warnings: list[str]) -> Vocab:
     """Read the tokenizer in ``model_dir``; ``vocab_size`` (from config.json) pads the token list."""
-    try:
-        return _load_vocab(model_dir, vocab_size, warnings)
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
-        # the readers index the tokenizer files as their format defines them; a file that is not shaped so ends here
-        raise GGUFPackError(f"{model_dir}: malformed tokenizer files ({type(e).__name__}: {e})") from e
+    size = checked_vocab_size(vocab_size)
+    # the readers index the tokenizer files as their format defines them; a file that is not shaped so ends here
+    with malformed(f"{model_dir}: malformed tokenizer files"):
+        return _load_vocab(model_dir, size, warnings)
 
 
 def _load_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) -> Vocab:
     tokenizer_json = model_dir / "tokenizer.json"
     kind = None
     if tokenizer_json.is_file():
-        kind = (read_json(tokenizer_json).get("model") or {}).get("type")
+        model = read_json(tokenizer_json).get("model")
+        kind = model.get("type") if isinstance(model, dict) else None
     if kind == "WordPiece":
         from ggufpack.convert.vocab.wordpiece import load_wordpiece_vocab
 
@@ -45,7 +45,8 @@ def _load_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str]) ->
         return load_bpe_vocab(model_dir, vocab_size, warnings)
     if kind is None:
         raise GGUFPackError(f"{model_dir}: no tokenizer.json or tokenizer.model: cannot build the vocabulary")
-    raise GGUFPackError(f"{tokenizer_json}: tokenizer model {kind!r} is not supported (BPE, WordPiece, SentencePiece)")
+    raise GGUFPackError(f"{tokenizer_json}: tokenizer model {shown(kind)} is not supported "
+                        "(BPE, WordPiece, SentencePiece)")
 
 
 __all__ = ["Vocab", "load_vocab"]

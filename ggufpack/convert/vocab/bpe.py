@@ -23,7 +23,7 @@ import gguf
 
 from ggufpack.convert.checkpoint import read_json
 from ggufpack.convert.vocab.common import Vocab, special_vocab, tokens_by_id
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 
 # The GPT-2 split that ByteLevel(use_regex=True) applies.
 _GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
@@ -51,7 +51,7 @@ def load_bpe_vocab(model_dir: Path, vocab_size: int | None, warnings: list[str])
     data = read_json(tokenizer_json)
     kind = (data.get("model") or {}).get("type")
     if kind != "BPE":
-        raise GGUFPackError(f"{tokenizer_json}: tokenizer model {kind!r} is not supported yet (only BPE)")
+        raise GGUFPackError(f"{tokenizer_json}: tokenizer model {shown(kind)} is not supported yet (only BPE)")
     if not _is_byte_level(data):
         raise GGUFPackError(
             f"{tokenizer_json}: a BPE tokenizer without a ByteLevel pre-tokenizer is not supported yet"
@@ -70,7 +70,7 @@ def identify_pre_tokenizer(tokenizer: dict[str, Any], warnings: list[str]) -> st
     name = KNOWN_PRE_TOKENIZERS.get(tuple(regexes)) if regexes is not None else None
     if name is None:
         warnings.append(
-            f"unrecognised BPE pre-tokenizer (split rules {regexes!r}); using llama.cpp's {DEFAULT_PRE!r} "
+            f"unrecognised BPE pre-tokenizer (split rules {shown(regexes)}); using llama.cpp's {DEFAULT_PRE!r} "
             "pre-tokenizer: tokenization may differ from the Hugging Face tokenizer's"
         )
         return DEFAULT_PRE

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import gguf
 
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
+
+MAX_VOCAB = 1 << 22
+"""Most token ids a vocabulary may span (4 M; the largest real ones hold about 260 K): every list a
+vocabulary writes is this long at most, whatever ids or ``vocab_size`` a hostile file claims."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,35 @@ def special_vocab(model_dir: Path, n_vocab: int) -> gguf.SpecialVocab:
         chatter.setLevel(level)
 
 
+def checked_vocab_size(vocab_size: object) -> int | None:
+    """config.json's ``vocab_size``: None, or a whole number from 1 to :data:`MAX_VOCAB`."""
+    if vocab_size is None:
+        return None
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 0 < vocab_size <= MAX_VOCAB:
+        raise GGUFPackError(f"config.json: vocab_size must be a whole number from 1 to {MAX_VOCAB}, "
+                            f"not {shown(vocab_size)}")
+    return vocab_size
+
+
+def check_token_id(idx: int, bound: int, where: Path, what: str = "token") -> int:
+    """``idx`` if it is a token id below ``bound`` (the vocab_size, or what the tokenizer holds), else our error.
+
+    Checked before anything is allocated by id: a token id of 3×10⁸ must not pad a list to that length.
+    """
+    if not 0 <= idx < bound:
+        raise GGUFPackError(f"{where}: {what} id {shown(idx)} is outside the model's vocabulary of {bound} ids")
+    return idx
+
+
 def tokens_by_id(by_id: dict[int, tuple[str, int]], vocab_size: int | None, where: Path) -> tuple[list[str], list[int]]:
     """Token texts and types indexed by id, with unused ``[PADn]`` entries up to ``vocab_size`` (config.json)."""
     if not by_id:
         raise GGUFPackError(f"{where}: empty vocabulary")
-    highest = max(by_id)
-    size = vocab_size if vocab_size is not None else highest + 1
-    if highest >= size:
-        raise GGUFPackError(f"{where}: token id {highest} is outside the model's vocab_size {size}")
+    size = vocab_size if vocab_size is not None else min(max(by_id) + 1, MAX_VOCAB)
+    for idx in (min(by_id), max(by_id)):
+        check_token_id(idx, size, where)
+    for idx, (text, _) in by_id.items():
+        if not isinstance(text, str):
+            raise GGUFPackError(f"{where}: token {idx} is {shown(text)}, not a string")
     pairs = [by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED)) for i in range(size)]
     return [text for text, _ in pairs], [int(kind) for _, kind in pairs]

@@ -34,14 +34,16 @@ from typing import Any
 
 import gguf
 
-from ggufpack.convert.checkpoint import read_json
-from ggufpack.convert.vocab.common import Vocab, special_vocab
-from ggufpack.errors import GGUFPackError
+from ggufpack.convert.files import read_bounded, read_json
+from ggufpack.convert.vocab.common import MAX_VOCAB, Vocab, check_token_id, special_vocab
+from ggufpack.errors import GGUFPackError, clipped, shown
 
 #: SentencePiece TrainerSpec.ModelType values
 SPM_UNIGRAM, SPM_BPE = 1, 2
 #: score of tokens that are not merge candidates (added tokens, padding), as llama.cpp's converter uses
 ADDED_SCORE = -1000.0
+#: SentencePiece's piece types (normal, unknown, control, user-defined, unused, byte), gguf.TokenType's numbers
+_PIECE_TYPES = frozenset(range(1, 7))
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,10 @@ def load_sentencepiece_vocab(model_dir: Path, vocab_size: int | None, warnings: 
     """Read ``tokenizer.model`` and the HF tokenizer files in ``model_dir``; pad to ``vocab_size``."""
     path = model_dir / "tokenizer.model"
     try:
-        spm = read_model_proto(path.read_bytes())
-    except OSError as e:
-        raise GGUFPackError(f"cannot read {path}: {e}") from e
-    except (ValueError, IndexError, struct.error, UnicodeDecodeError) as e:
-        raise GGUFPackError(f"{path} is not a SentencePiece model: {e}") from e
+        spm = read_model_proto(read_bounded(path))
+    except (ValueError, IndexError, struct.error) as e:
+        detail = "a piece is not UTF-8" if isinstance(e, UnicodeDecodeError) else clipped(str(e))
+        raise GGUFPackError(f"{path} is not a SentencePiece model: {detail}") from e
     if not spm.pieces:
         raise GGUFPackError(f"{path}: no pieces: not a SentencePiece model")
     if spm.model_type != SPM_BPE:
@@ -85,7 +86,11 @@ def load_sentencepiece_vocab(model_dir: Path, vocab_size: int | None, warnings: 
     tokens = [_unescape(p) if t == gguf.TokenType.USER_DEFINED else p for p, t in zip(spm.pieces, spm.types,
                                                                                       strict=True)]
     scores, types = list(spm.scores), list(spm.types)
-    for idx, text, special in _added_tokens(model_dir):
+    added = _added_tokens(model_dir)
+    # ids pad the lists up to them: bound them first by the vocab_size, else by what the files hold
+    bound = vocab_size if vocab_size is not None else len(tokens) + len(added)
+    for idx, text, special in added:
+        check_token_id(idx, bound, path.parent, f"added token {shown(text)}")
         while idx >= len(tokens):
             _pad(tokens, scores, types)
         if idx < len(spm.pieces) and spm.pieces[idx] == text and types[idx] != gguf.TokenType.NORMAL:
@@ -116,8 +121,8 @@ def _unescape(text: str) -> str:
     return text.replace("\u2581", " ")
 
 
-def _added_tokens(model_dir: Path) -> Iterator[tuple[int, str, bool]]:
-    """(id, text, special) of the HF added tokens: ``tokenizer.json``, then ``added_tokens_decoder``."""
+def _added_tokens(model_dir: Path) -> list[tuple[int, str, bool]]:
+    """(id, text, special) of the HF added tokens, by id: ``tokenizer.json``, then ``added_tokens_decoder``."""
     found: dict[int, tuple[str, bool]] = {}
     tokenizer_json = model_dir / "tokenizer.json"
     if tokenizer_json.is_file():
@@ -127,8 +132,10 @@ def _added_tokens(model_dir: Path) -> Iterator[tuple[int, str, bool]]:
     if config.is_file():
         for idx, added in (read_json(config).get("added_tokens_decoder") or {}).items():
             found[int(idx)] = (added["content"], bool(added.get("special")))
-    for idx in sorted(found):
-        yield idx, *found[idx]
+    for idx, (text, _) in found.items():
+        if not isinstance(text, str):
+            raise GGUFPackError(f"{model_dir}: added token {idx} has content {shown(text)}, not a string")
+    return [(idx, *found[idx]) for idx in sorted(found)]
 
 
 def _add_space_prefix(model_dir: Path, spm: SentencePieceModel) -> bool:
@@ -177,6 +184,10 @@ def read_model_proto(data: bytes) -> SentencePieceModel:
                     score = sub_value
                 elif sub == 3 and isinstance(sub_value, int):
                     kind = sub_value
+            if kind not in _PIECE_TYPES:
+                raise ValueError(f"piece {len(pieces)} has type {kind}, which SentencePiece does not define")
+            if len(pieces) == MAX_VOCAB:
+                raise ValueError(f"more than {MAX_VOCAB} pieces")
             pieces.append(piece)
             scores.append(score)
             types.append(int(kind))

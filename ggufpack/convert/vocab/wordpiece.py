@@ -32,7 +32,7 @@ import gguf
 
 from ggufpack.convert.checkpoint import read_json
 from ggufpack.convert.vocab.common import Vocab, special_vocab, tokens_by_id
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, shown
 
 WORD_START = "\u2581"
 LOWERCASE_KEY = "tokenizer.ggml.normalizer.lowercase"
@@ -60,12 +60,12 @@ def load_wordpiece_vocab(model_dir: Path, vocab_size: int | None, warnings: list
     data = read_json(tokenizer_json)
     model = data.get("model") or {}
     if model.get("type") != "WordPiece":
-        raise GGUFPackError(f"{tokenizer_json}: expected a WordPiece model, found {model.get('type')!r}")
+        raise GGUFPackError(f"{tokenizer_json}: expected a WordPiece model, found {shown(model.get('type'))}")
     tokens, types = _wpm_tokens(data, vocab_size, tokenizer_json)
     lowercase, strip_accents = normalizer_options(data.get("normalizer"), warnings)
     pre = data.get("pre_tokenizer") or {}
     if pre.get("type") != "BertPreTokenizer":
-        warnings.append(f"pre-tokenizer {pre.get('type')!r} is not BertPreTokenizer; llama.cpp's WPM tokenizer "
+        warnings.append(f"pre-tokenizer {shown(pre.get('type'))} is not BertPreTokenizer; llama.cpp's WPM tokenizer "
                         "splits on whitespace and punctuation regardless: tokenization may differ")
     special = special_vocab(model_dir, len(tokens))
     special.load_merges = False  # WordPiece has none; gguf-py would warn about their absence
@@ -96,7 +96,7 @@ def normalizer_options(normalizer: Any, warnings: list[str]) -> tuple[bool, bool
         elif kind == "StripAccents" and decomposed:
             strip_accents = True
         else:
-            warnings.append(f"normalizer step {kind!r} has no llama.cpp WPM equivalent: tokenization may differ")
+            warnings.append(f"normalizer step {shown(kind)} has no llama.cpp WPM equivalent: tokenization may differ")
     return lowercase, strip_accents
 
 
