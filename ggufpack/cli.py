@@ -79,7 +79,7 @@ def parse_labels(values: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import build
+    from .engine import build
     from .oci.export import export_image
 
     path, _ = _packerfile_path(args)
@@ -209,7 +209,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .build.cache import BuildCache
+    from .engine.cache import BuildCache
     from .images import human_size
 
     store = store_for(args)

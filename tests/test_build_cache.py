@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ggufpack.build import BuildResult
+from ggufpack.engine import BuildResult
 from ggufpack.progress import Progress
 from ggufpack.store import Store
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from ggufpack.build import BuildResult
+from ggufpack.engine import BuildResult
 from ggufpack.errors import GGUFPackError
 from ggufpack.store import Store
 

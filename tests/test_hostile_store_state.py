@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from ggufpack import cli
-from ggufpack.build.cache import BuildCache, LayerResult
+from ggufpack.engine.cache import BuildCache
 from ggufpack.errors import DiskFullError, GGUFPackError
+from ggufpack.image.layers import LayerResult
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.progress import Progress
@@ -54,9 +55,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # --- 1. push: a planted upload resume point -----------------------------------------------------------
 
 
-def _upload_routes(reg: HostileRegistry, repository: str, session: str) -> None:
-    """A registry that lacks every blob and takes an upload at ``session``."""
-    location = [("Location", session)]
+def _upload_routes(reg: HostileRegistry, repository: str, session: str, base: str = "") -> None:
+    """A registry that lacks every blob and takes an upload at ``session`` (its Location ``base + session``)."""
+    location = [("Location", base + session)]
     reg.set("POST", f"/v2/{repository}/blobs/uploads/", Answer(202, location))
     reg.set("PATCH", session, Answer(202, location))
     reg.set("PUT", session, Answer(201))
@@ -85,7 +86,7 @@ def test_sibling_upload_resume_point_on_another_host_is_dropped(home: Path, caps
         _upload_routes(reg, "r", "/v2/r/blobs/uploads/fresh")
         stolen = "/v2/r/blobs/uploads/stolen?_state=x"
         evil.set("GET", "/v2/r/blobs/uploads/stolen", Answer(204, [("Range", "0-0")]))
-        _upload_routes(evil, "r", "/v2/r/blobs/uploads/stolen")
+        _upload_routes(evil, "r", "/v2/r/blobs/uploads/stolen", evil.url)
         planted = {
             "absolute": f"{evil.url}{stolen}",
             "upper-case scheme": f"HTTP://{evil.host}{stolen}",
@@ -132,8 +133,8 @@ def _plant_records(store: Store) -> None:
 
 def _read_planted(root: Path) -> tuple[object, ...]:
     cache = BuildCache(Store(root))
-    return (cache.lookup("a" * 64), cache.lookup("b" * 64), cache.layer("sha256:" + "c" * 64),
-            cache.layer("sha256:" + "d" * 64), list(cache.roots()))
+    return (cache.lookup("a" * 64), cache.lookup("b" * 64), cache.layers.layer("sha256:" + "c" * 64),
+            cache.layers.layer("sha256:" + "d" * 64), list(cache.roots()))
 
 
 def test_sibling_build_cache_records_that_are_fifos_or_dev_zero_are_misses(tmp_path: Path) -> None:

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ggufpack.build.cache import BuildCache
-from ggufpack.build.layer_index import index_layer
 from ggufpack.errors import GGUFPackError
+from ggufpack.image.layer_index import index_layer
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor, sha256_digest
 from ggufpack.refs import Reference, parse_reference
@@ -534,7 +533,7 @@ def test_a_gzip_layer_that_is_not_gzip_is_a_clear_error(tmp_path: Path):
     for data in (b"not gzip at all" * 10, gzip.compress(b"\0" * 1024) + b"trailing garbage"):
         digest, size = store.put_bytes(data)
         with pytest.raises(GGUFPackError, match="not a valid gzip stream"):
-            index_layer(store, BuildCache(store), Descriptor(mt.OCI_LAYER_TAR_GZIP, digest, size), "sha256:" + "0" * 64)
+            index_layer(store, Descriptor(mt.OCI_LAYER_TAR_GZIP, digest, size), "sha256:" + "0" * 64)
 
 
 @pytest.mark.parametrize("args", [["push", "x", "localhost:5000/y:1", "--jobs", "0"],

@@ -20,11 +20,10 @@ import json
 import posixpath
 from typing import Any
 
-from ggufpack.build.cache import BuildCache
-from ggufpack.build.images import load_image
 from ggufpack.errors import GGUFPackError
 from ggufpack.formats.synthesize import ImageFile, synthesize_image
 from ggufpack.gguf_info.facts import file_type_name
+from ggufpack.image.load import load_image
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.image import build_manifest
@@ -88,7 +87,7 @@ def _model_config(config: ImageConfig, diff_ids: list[str]) -> dict[str, Any]:
 def export_modelpack(store: Store, ref_or_id: str) -> Descriptor:
     """Write the ModelPack artifact of a stored image into the store; its manifest descriptor."""
     record = store.resolve(ref_or_id)
-    image = load_image(store, BuildCache(store), record.descriptor.digest, DEFAULT_PLATFORM)
+    image = load_image(store, record.descriptor.digest, DEFAULT_PLATFORM)
     config = image.config
     labels = dict(config.labels)
     layers: list[Descriptor] = []

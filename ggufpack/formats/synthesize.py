@@ -52,7 +52,7 @@ def synthesize_image(
     progress: Progress,
 ) -> str:
     """Build an image holding ``files`` with ``cmd`` and ``labels``, tag it ``ref_name``; its digest."""
-    from ggufpack.build import build
+    from ggufpack.engine import build
 
     scratch = store.root / "state" / "imports" / uuid.uuid4().hex
     scratch.mkdir(parents=True)

@@ -10,7 +10,7 @@ two different files), targets that climb out, chains that do not resolve (a loop
 The build applies it to every symlink it writes into a layer and to the final image's tree; pull
 applies it to every symlink of every layer and to the pulled image's tree; so ``pull`` accepts
 exactly the symlinks ``build`` can produce. (The build also refuses, at the source, a symlink of
-the build context whose target leaves the context: see :mod:`ggufpack.build.ops.copy`.)
+the build context whose target leaves the context: see :mod:`ggufpack.engine.ops.copy`.)
 """
 
 from __future__ import annotations

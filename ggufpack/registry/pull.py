@@ -2,7 +2,7 @@
 
 Steps: fetch the manifest (an index is resolved by platform); fetch the config and layers, several at
 a time, each verified against its digest before it enters the store (see :mod:`.download`); record
-what each layer holds and make its files runnable in place (see :mod:`ggufpack.build.layer_index`);
+what each layer holds and make its files runnable in place (see :mod:`ggufpack.image.layer_index`);
 store the manifest's exact bytes, so the digest is the registry's; and only then move the ref. A
 pull that fails at any step leaves the refs as they were.
 
@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ggufpack.build.cache import BuildCache
-from ggufpack.build.layer_index import index_layer
-from ggufpack.build.snapshot import Snapshot, check_symlinks
 from ggufpack.errors import GGUFPackError
+from ggufpack.image.layer_index import index_layer
+from ggufpack.image.snapshot import Snapshot, check_symlinks
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.platform import select_platform
@@ -156,10 +155,9 @@ def _store_image(store: Store, manifest: Manifest, blobs: list[Descriptor], ref_
         raise GGUFPackError(f"{ref_name}: the image config has no rootfs.diff_ids list of digests")
     if len(diff_ids) != len(layers):
         raise GGUFPackError(f"{ref_name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}")
-    cache = BuildCache(store)
     snapshot = Snapshot()
     for layer, diff_id in zip(layers, diff_ids, strict=True):
-        snapshot = snapshot.apply(index_layer(store, cache, layer, diff_id).diff)
+        snapshot = snapshot.apply(index_layer(store, layer, diff_id).diff)
     check_symlinks(snapshot, ref_name)  # the symlink rule the build applies (oci/symlinks.py)
     store.put_bytes(manifest.data, manifest.digest)
     files = {node.digest for _, node in snapshot.items() if node.digest}

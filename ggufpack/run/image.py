@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..build.cache import BuildCache
-from ..build.images import load_image
-from ..build.snapshot import clean_path
 from ..errors import GGUFPackError
 from ..gguf_info import read_header_file, split_names
+from ..image.load import load_image
+from ..image.snapshot import clean_path
 from ..store import Store
 from ..store.fsutil import disk_full_as_error, ensure_store_dir
 
@@ -94,7 +93,7 @@ class RunnableImage:
 def open_image(store: Store, name: str, platform: str, fetch: Callable[[str], None] | None = None) -> RunnableImage:
     """The stored image ``name`` (a ref or an ID), pulled first with ``fetch`` when it is a registry
     ref the store lacks."""
-    image = load_image(store, BuildCache(store), name, platform, fetch)
+    image = load_image(store, name, platform, fetch)
     cmd = image.cmd
     if not cmd:
         raise GGUFPackError(f"{name}: the image has no CMD, so there is no model to serve")

@@ -20,7 +20,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from ggufpack.build import BuildResult, build
+from ggufpack.engine import BuildResult, build
 from ggufpack.progress import Progress
 from ggufpack.store import Store
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import GGUFPackError
+from ...image.snapshot import Diff, FileNode, Snapshot, clean_path
 from ...plan.graph import SourceRef
 from ...progress import Progress
 from ...sources.context import FileHashCache
 from ...store import Store
-from ..snapshot import Diff, FileNode, Snapshot, clean_path
 
 
 @dataclass

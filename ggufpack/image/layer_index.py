@@ -23,7 +23,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.extract import LayerMember, iter_layer_members
 from ..store import Store
 from ..store.ingest import IngestWriter
-from .cache import BuildCache, LayerResult
+from .layers import LayerRecords, LayerResult
 from .snapshot import Diff, FileNode
 
 _COPY = 8 * 1024 * 1024
@@ -57,9 +57,10 @@ def _copy_to_files(store: Store, content: BinaryIO) -> str:
     return digest
 
 
-def index_layer(store: Store, cache: BuildCache, descriptor: Descriptor, diff_id: str) -> LayerResult:
+def index_layer(store: Store, descriptor: Descriptor, diff_id: str) -> LayerResult:
     """Record what the stored layer blob ``descriptor`` holds; checks that it matches ``diff_id``."""
-    known = cache.layer(descriptor.digest)
+    records = LayerRecords(store)
+    known = records.layer(descriptor.digest)
     if known is not None:
         return known
     if descriptor.media_type not in mt.PLAIN_LAYER_TYPES | mt.GZIP_LAYER_TYPES:
@@ -74,7 +75,7 @@ def index_layer(store: Store, cache: BuildCache, descriptor: Descriptor, diff_id
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # what tarfile does not turn into its own errors
         raise GGUFPackError(f"layer {descriptor.digest[:19]} is not a valid gzip stream ({e})") from None
     result = LayerResult(descriptor, diff_id, diff)
-    cache.record_layer(result)
+    records.record(result)
     return result
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import GGUFPackError, shown
+from ...image.snapshot import FILE_MODE, Diff, FileNode, Snapshot, clean_path
 from ...oci.symlinks import UnsafeSymlinkError, check_symlink
 from ...packerfile.instructions import AddCommand, CopyCommand, InlineContent
 from ...sources.context import ContextEntry, resolve_context_sources
 from ...sources.ignore import IgnoreRules, compile_pattern, has_magic
-from ..snapshot import FILE_MODE, Diff, FileNode, Snapshot, clean_path
 from .base import Item, OpContext, apply_ownership, place
 
 

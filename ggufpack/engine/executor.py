@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import GGUFPackError, UsageError
+from ..image.layers import LayerResult
+from ..image.load import BaseImage, load_image
+from ..image.snapshot import Diff, Snapshot, with_parents
 from ..oci.image import history_entry, rfc3339
 from ..oci.tarlayer import LayerEntry, choose_compression, write_layer
 from ..packerfile import instructions as ins
@@ -28,12 +31,10 @@ from ..progress import Progress
 from ..sources.context import FileHashCache
 from ..store import Store
 from ..store.locking import try_lock
-from .cache import BuildCache, LayerResult, cache_key
-from .images import BaseImage, load_image
+from .cache import BuildCache, cache_key
 from .ops.base import OpContext
 from .ops.files import AddOp, CatOp, CopyOp
 from .ops.model import ConvertOp, ImatrixOp, QuantizeOp
-from .snapshot import Diff, Snapshot, with_parents
 
 MAX_PARALLEL_STAGES = 2
 
@@ -155,7 +156,7 @@ class Executor:
     def image(self, ref: str) -> BaseImage:
         with self._lock:
             if ref not in self._images:
-                self._images[ref] = load_image(self.store, self.cache, ref, self.plan.platform,
+                self._images[ref] = load_image(self.store, ref, self.plan.platform,
                                                fetch=self.options.fetch_image)
             return self._images[ref]
 

@@ -12,10 +12,10 @@ import shutil
 from typing import Any
 
 from ...errors import GGUFPackError
+from ...image.snapshot import Diff, FileNode, Snapshot
 from ...packerfile.instructions import AddCommand, CatCommand, CopyCommand
 from ...sources import git, http
 from ...sources.context import walk_tree
-from ..snapshot import Diff, FileNode, Snapshot
 from .base import Item, OpContext, apply_ownership, place
 from .copy import _context_node, check_placed_symlinks, copy_diff, diff_inputs, write_bytes_node
 

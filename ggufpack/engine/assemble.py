@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import GGUFPackError
 from ..gguf_info import GGUFHeader, model_config_entry, model_labels, read_header_file, split_names
+from ..image.snapshot import Snapshot, check_symlinks, clean_path
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.image import build_image_config, build_manifest, rfc3339
@@ -15,7 +16,6 @@ from ..packerfile.instructions import cmd_roles
 from ..plan.graph import parse_platform
 from ..store import Store
 from .executor import StageResult
-from .snapshot import Snapshot, check_symlinks, clean_path
 
 #: labels derived from a model file: inherited values are recomputed for the new model
 _DERIVED_LABEL_PREFIXES = ("gguf.model.", "org.opencontainers.image.base.")

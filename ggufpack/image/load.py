@@ -11,7 +11,7 @@ from ..images import open_image
 from ..oci.reader import ImageConfig, ImageManifest, MalformedImageError
 from ..refs import parse_reference
 from ..store import Store
-from .cache import BuildCache, LayerResult
+from .layers import LayerRecords, LayerResult
 from .snapshot import Snapshot, check_symlinks
 
 
@@ -41,7 +41,7 @@ class BaseImage:
 
 
 def load_image(
-    store: Store, cache: BuildCache, name: str, platform: str, fetch: Callable[[str], None] | None = None,
+    store: Store, name: str, platform: str, fetch: Callable[[str], None] | None = None,
 ) -> BaseImage:
     """Open a stored image; its layers' contents must be known to the store (built or pulled here).
 
@@ -65,9 +65,10 @@ def load_image(
             f"{len(config.diff_ids)} (rootfs.diff_ids); the image is corrupt"
         )
     layers: list[LayerResult] = []
+    records = LayerRecords(store)
     snapshot = Snapshot()
     for descriptor, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
-        layer = cache.layer(descriptor.digest)
+        layer = records.layer(descriptor.digest)
         if layer is None:
             raise GGUFPackError(
                 f"image {name}: the files of layer {descriptor.digest[:19]} are not in the store; "
