@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ggufpack.engine import build  # noqa: E402
+from ggufpack.api import build  # noqa: E402
 from ggufpack.progress import Progress  # noqa: E402
 from ggufpack.store import Store  # noqa: E402
 

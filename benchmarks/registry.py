@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.rebuild import PACKERFILE, write_model  # noqa: E402
-from ggufpack.engine import build  # noqa: E402
+from ggufpack.api import build  # noqa: E402
 from ggufpack.progress import Progress  # noqa: E402
 from ggufpack.store import Store  # noqa: E402
 from tests.helpers.registry import LocalRegistry  # noqa: E402

@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, cli_backends, cli_convert, cli_estimate, cli_quantize, cli_registry, cli_run
+from . import cli_backends, cli_convert, cli_estimate, cli_quantize, cli_registry, cli_run
 from .cli_common import add_progress_options, add_registry_options, client_for, progress_for, store_for
 from .errors import NO_SPACE_ERRNOS, DiskFullError, GGUFPackError, UsageError, printable
 from .packerfile import DEFAULT_FILENAME
+from .version import __version__
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -79,8 +80,8 @@ def parse_labels(values: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .engine import build
-    from .oci.export import export_image
+    from .api import build
+    from .image.export import export_image
 
     path, _ = _packerfile_path(args)
     progress = progress_for(args)
@@ -124,7 +125,8 @@ def _push_tags(args: argparse.Namespace, store: Store, refs: Sequence[str], prog
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .images import human_age, human_size, list_images, render_table
+    from .images import list_images
+    from .terminal import human_age, human_size, render_table
 
     summaries, warnings = list_images(store_for(args))
     for warning in warnings:  # one unreadable image is left out, never the whole list
@@ -148,8 +150,7 @@ def _model_line(entry: dict[str, Any]) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .images import human_size
-    from .terminal import cell, terminal_json
+    from .terminal import cell, human_size, terminal_json
 
     store = store_for(args)
     info = _local_or_remote_details(store, args)
@@ -210,7 +211,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from .engine.cache import BuildCache
-    from .images import human_size
+    from .terminal import human_size
 
     store = store_for(args)
     cache = BuildCache(store)

@@ -13,7 +13,7 @@ from .errors import printable
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .backends import list_backends
-    from .images import render_table
+    from .terminal import render_table
 
     backends = list_backends()
     for backend in backends:  # a tool that does not run, or that is refused as others could have changed it

@@ -17,7 +17,7 @@ from .packerfile.instructions import SIZE_HELP, size_in_bytes
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import OUTPUT_TYPES
     from .convert.api import convert, resolved_out_type
-    from .images import human_size
+    from .terminal import human_size
 
     out_type = args.outtype.upper()
     if out_type not in OUTPUT_TYPES:

@@ -37,7 +37,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from .estimate import estimate, resolve
     from .estimate.inputs import load
     from .estimate.render import as_json, table
-    from .plan.graph import DEFAULT_PLATFORM
+    from .oci.platform import DEFAULT_PLATFORM
 
     inputs = load(args.target, lambda: store_for(args), lambda registry: client_for(args, registry), DEFAULT_PLATFORM)
     options = resolve(inputs.cmd, _given(args))

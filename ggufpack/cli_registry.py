@@ -75,7 +75,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .plan.graph import DEFAULT_PLATFORM
+    from .oci.platform import DEFAULT_PLATFORM
     from .registry.pull import pull_image
 
     ref = _registry_ref(args.image)
@@ -135,8 +135,8 @@ def cmd_logout(args: argparse.Namespace) -> int:
 def remote_details(ref: Reference, args: argparse.Namespace) -> dict[str, Any]:
     """``inspect`` of an image still in a registry: its manifest and config, never its layers."""
     from .images import image_details
+    from .oci.platform import DEFAULT_PLATFORM
     from .oci.reader import ImageConfig, ImageManifest
-    from .plan.graph import DEFAULT_PLATFORM
     from .registry.pull import inspect_remote
 
     remote = inspect_remote(client_for(args, ref.registry or ""), ref, DEFAULT_PLATFORM)

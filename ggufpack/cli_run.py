@@ -32,7 +32,7 @@ def _port(text: str) -> int:
 
 def _open(args: argparse.Namespace, store: Store) -> RunnableImage:
     """The image, pulled first when it is a registry ref the store lacks."""
-    from .plan.graph import DEFAULT_PLATFORM
+    from .oci.platform import DEFAULT_PLATFORM
     from .refs import parse_reference
     from .registry.pull import pull_image
     from .run.image import open_image
@@ -87,8 +87,8 @@ def _warn(message: str) -> None:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    from .images import human_age, render_table
     from .run.detached import live
+    from .terminal import human_age, render_table
 
     home = store_for(args).root
     records = live(home, _warn)

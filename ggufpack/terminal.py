@@ -10,6 +10,7 @@ characters written as JSON ``\\u`` escapes: the same JSON value, nothing raw on 
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -34,3 +35,35 @@ def terminal_json(obj: Any, *, indent: int | None = 2) -> str:
     the same value)."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False)
     return UNSAFE_CHARS.sub(lambda m: _json_escape(m.group()), text)
+
+
+def human_size(n: int) -> str:
+    """Binary units as gguf-packer prints them: ``379.38 MiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_age(created: str, now: datetime.datetime | None = None) -> str:
+    """``5 minutes ago`` from an RFC 3339 time (anything else is shown as it is)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    try:
+        moment = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        seconds = max(int((now - moment).total_seconds()), 0)
+    except (ValueError, TypeError, OverflowError):  # not a time, no zone, out of range
+        return created
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            count = seconds // length
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
+
+
+def render_table(rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by two spaces; cells are printed escaped (see :mod:`.terminal`)."""
+    rows = [[cell(text) for text in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ggufpack import cli
+from ggufpack.backends import Backend
 from ggufpack.engine.cache import BuildCache
 from ggufpack.errors import DiskFullError, GGUFPackError
 from ggufpack.image.layers import LayerResult
@@ -237,7 +238,7 @@ def tool_dir(tmp_path: Path) -> Iterator[Path]:
     directory.chmod(0o755)
 
 
-def _sideloaded(directory: Path, monkeypatch: pytest.MonkeyPatch):  # -> Backend
+def _sideloaded(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
     from ggufpack.backends import list_backends
     from ggufpack.backends.sideload import derived_name
 

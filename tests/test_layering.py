@@ -20,7 +20,7 @@ PACKAGE = Path(ggufpack.__file__).parent
 #: the first name under ``ggufpack`` → its layer (lowest first)
 LAYERS: dict[str, int] = {
     # utilities: no ggufpack import but each other
-    "errors": 0, "util": 0, "terminal": 0, "progress": 0,
+    "errors": 0, "util": 0, "terminal": 0, "progress": 0, "version": 0,
     # formats on disk and on the wire
     "oci": 1, "gguf_info": 1, "refs": 1,
     "store": 2,
@@ -36,6 +36,11 @@ LAYERS: dict[str, int] = {
 
 #: packages that must never import the build engine, whatever their layer
 NEVER_IMPORT_ENGINE = ("registry", "run", "formats", "image", "store", "oci", "estimate")
+
+#: known violations still to remove (issue 13), each (importing module, imported package): the
+#: importers of foreign artifacts still build a generated Packerfile instead of committing through
+#: ``image/``. A test below fails once one is gone, so that this list only ever shrinks.
+PENDING = {("ggufpack.formats.synthesize", "engine")}
 
 
 def _top(module: str) -> str:
@@ -98,8 +103,14 @@ def test_no_layer_imports_a_higher_one() -> None:
 
 def test_readers_of_images_never_import_the_engine() -> None:
     bad = [f"{src} imports {dst}, line {line}" for src, dst, line in imports()
-           if _top(src) in NEVER_IMPORT_ENGINE and _top(dst) == "engine"]
+           if _top(src) in NEVER_IMPORT_ENGINE and _top(dst) == "engine" and (src, "engine") not in PENDING]
     assert not bad, "\n".join(bad)
+
+
+def test_pending_violations_still_exist() -> None:
+    """A pending violation that was fixed must leave PENDING (the list only shrinks)."""
+    seen = {(src, _top(dst)) for src, dst, _ in imports()}
+    assert seen >= PENDING, f"remove from PENDING: {sorted(PENDING - seen)}"
 
 
 def test_the_packerfile_layer_imports_only_text_and_data() -> None:

@@ -122,3 +122,12 @@ def test_types_not_needing_one_do_without(tmp_path: Path) -> None:
             continue
         (written,) = quantize_model(tiny_f16(), tmp_path / f"{qtype}.gguf", QuantizeOptions(type=qtype, threads=2))
         written.unlink()
+
+
+def test_the_name_table_equals_the_installed_llama_cpp() -> None:
+    """``plan`` checks type names against a data table; it must be what the loaded llama.cpp offers."""
+    from ggufpack.options.quant_names import FILE_TYPES, TENSOR_TYPES
+    from ggufpack.quantize.types import tensor_types
+
+    assert list(FILE_TYPES) == list(type_table()), "update ggufpack/options/quant_names.py FILE_TYPES"
+    assert set(TENSOR_TYPES) == set(tensor_types()), "update ggufpack/options/quant_names.py TENSOR_TYPES"

@@ -1,4 +1,4 @@
-"""``ggufpack.build(...)``: Packerfile → plan → execution → image in the store (and exports)."""
+"""The local build engine: Packerfile → plan → execution → image in the store."""
 
 from __future__ import annotations
 
@@ -45,14 +45,14 @@ def build(
     platform: str | None = None,
     store: Store | None = None,
     progress: Progress | None = None,
-    plain_http: bool = False,
-    insecure: bool = False,
     backend: str | None = None,
+    fetch_image: Callable[[str, str], None] | None = None,
 ) -> BuildResult:
     """Build the image a Packerfile describes into the store, tagging it with ``tags``.
 
-    Registry images named by ``FROM`` or ``COPY --from`` are pulled when the store lacks them
-    (``plain_http``/``insecure`` as for ``pull``). ``backend`` names the llama.cpp backend QUANTIZE and
+    Registry images named by ``FROM`` or ``COPY --from`` that the store lacks are handed to
+    ``fetch_image(name, platform)`` (the library API passes the registry puller; the engine itself never
+    talks to a registry). ``backend`` names the llama.cpp backend QUANTIZE and
     IMATRIX run on (default: in-process llama-cpp-python).
     """
     context_dir = Path(context)
@@ -64,7 +64,7 @@ def build(
     store = store or Store.open_default()
     progress = progress or Progress("quiet")
     options = BuildOptions(no_cache=no_cache, progress=progress, source_date_epoch=source_date_epoch(),
-                           fetch_image=_puller(store, plan.platform, progress, plain_http, insecure),
+                           fetch_image=None if fetch_image is None else _for_platform(fetch_image, plan.platform),
                            backend=backend)
     with store.lease():
         executor = Executor(store, plan, context_dir, options)
@@ -78,20 +78,8 @@ def build(
     return BuildResult(image.descriptor, image, refs, executor.stats, plan)
 
 
-def _puller(store: Store, platform: str, progress: Progress, plain_http: bool,
-            insecure: bool) -> Callable[[str], None]:
-    def pull(name: str) -> None:
-        from ..refs import parse_reference
-        from ..registry.client import RegistryClient
-        from ..registry.pull import pull_image
-        from ..registry.settings import settings_for
-
-        ref = parse_reference(name)
-        registry = ref.registry or ""
-        client = RegistryClient(registry, settings_for(registry, plain_http=plain_http, insecure=insecure))
-        pull_image(store, ref, client, platform=platform, progress=progress)
-
-    return pull
+def _for_platform(fetch: Callable[[str, str], None], platform: str) -> Callable[[str], None]:
+    return lambda name: fetch(name, platform)
 
 
 __all__ = ["BuildResult", "GGUFPackError", "build"]

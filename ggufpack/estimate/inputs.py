@@ -69,7 +69,7 @@ def load(target: str, store: Callable[[], Store], client: Callable[[str], Regist
         if not path.is_file():
             raise GGUFPackError(f"{target}: no such GGUF file")
         return from_file(path)
-    from ggufpack.images import read_image
+    from ggufpack.image.stored import read_image
 
     try:
         local = store()

@@ -19,7 +19,7 @@ from typing import Any
 
 from ggufpack.errors import GGUFPackError, shown
 from ggufpack.formats.synthesize import ImageFile, synthesize_image
-from ggufpack.images import read_json_blob
+from ggufpack.image.stored import read_json_blob
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.reader import MAX_CONFIG_BYTES
 from ggufpack.progress import Progress

@@ -27,8 +27,8 @@ from ggufpack.image.load import load_image
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.image import build_manifest
+from ggufpack.oci.platform import DEFAULT_PLATFORM
 from ggufpack.oci.reader import ImageConfig
-from ggufpack.plan.graph import DEFAULT_PLATFORM
 from ggufpack.progress import Progress
 from ggufpack.store import Store
 

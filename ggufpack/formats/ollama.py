@@ -18,7 +18,7 @@ from typing import Any
 
 from ggufpack.errors import GGUFPackError
 from ggufpack.formats.synthesize import ImageFile, synthesize_image
-from ggufpack.images import read_json_blob
+from ggufpack.image.stored import read_json_blob
 from ggufpack.oci import mediatypes as mt
 from ggufpack.progress import Progress
 from ggufpack.store import Store

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GGUFPackError, UsageError
-from ..images import open_image
 from ..oci.reader import ImageConfig, ImageManifest, MalformedImageError
 from ..refs import parse_reference
 from ..store import Store
 from .layers import LayerRecords, LayerResult
 from .snapshot import Snapshot, check_symlinks
+from .stored import open_image
 
 
 @dataclass

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import PackerfileError, SourcePosition, UsageError
-from ..quantize.types import DEFAULT_QUANTIZE_TYPE, normalize_quantize_type, normalize_tensor_type
-from ..sources.http import parse_checksum as http_checksum
+from ..options.checksum import parse_checksum as http_checksum
+from ..options.quant_names import (
+    DEFAULT_QUANTIZE_TYPE,
+    FILE_TYPES,
+    normalize_quantize_type,
+    normalize_tensor_type,
+)
 from .expand import ExpansionBudget, Scope, expand
 from .lexer import Flag, Heredoc, Node, ParsedText, Word, json_raw_offset
 
@@ -696,9 +701,7 @@ def parse_quantize(ex: Expansion) -> QuantizeCommand:
     raw_type = flags.string("type") or DEFAULT_QUANTIZE_TYPE
     qtype = normalize_quantize_type(raw_type)
     if qtype is None:
-        from ..quantize.types import QUANTIZE_TYPES
-
-        hint = difflib.get_close_matches(raw_type.upper(), list(QUANTIZE_TYPES), n=3)
+        hint = difflib.get_close_matches(raw_type.upper(), list(FILE_TYPES), n=3)
         suggestion = f" (did you mean {', '.join(hint)}?)" if hint else ""
         raise ex.error(f"QUANTIZE --type={raw_type!r} is not a llama.cpp quantization type{suggestion}",
                        flags.position("type"))

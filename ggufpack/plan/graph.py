@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import difflib
 import platform as host_platform
-import re
 from collections import ChainMap
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PackerfileError, SourcePosition, UsageError
+from ..oci.platform import DEFAULT_PLATFORM, PLATFORM_RE, parse_platform
 from ..packerfile import instructions as ins
 from ..packerfile.expand import ExpansionBudget, Scope, check_values
 from ..packerfile.lexer import Node, ParsedText
 
-_PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
-#: model images hold no machine code, so the default is fixed: the same digest on every machine
-DEFAULT_PLATFORM = "linux/amd64"
 _MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm"}
 
 
@@ -29,17 +26,6 @@ def host_platform_string() -> str:
     """This machine's platform in OCI terms, e.g. ``linux/amd64``."""
     machine = host_platform.machine().lower()
     return f"linux/{_MACHINE_ARCH.get(machine, machine)}"
-
-
-def parse_platform(text: str) -> dict[str, str]:
-    """``os/arch[/variant]`` → the OCI platform object; UsageError when malformed."""
-    if not _PLATFORM_RE.match(text):
-        raise UsageError(f"invalid platform {text!r}: write os/arch[/variant], e.g. linux/amd64")
-    parts = text.split("/")
-    out = {"os": parts[0], "architecture": parts[1]}
-    if len(parts) == 3:
-        out["variant"] = parts[2]
-    return out
 
 
 @dataclass(frozen=True)
@@ -309,7 +295,7 @@ class _Planner:
         # FROM sees only the global ARGs (and the automatic platform ones).
         self.scopes.begin_stage()
         command = ins.parse_from(self._expansion(node))
-        if command.platform is not None and not _PLATFORM_RE.match(command.platform):
+        if command.platform is not None and not PLATFORM_RE.match(command.platform):
             raise self.error(f"FROM --platform={command.platform!r}: write os/arch[/variant]",
                              _flag_value_position(node, "platform"))
         if command.name is not None and command.name in self.stage_names:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-DEFAULT_QUANTIZE_TYPE = "Q5_K_M"
-
-#: names ``llama-quantize`` accepts that are not ``llama_ftype`` member names
-_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
+from ..options.quant_names import ALIASES as _ALIASES
+from ..options.quant_names import DEFAULT_QUANTIZE_TYPE as DEFAULT_QUANTIZE_TYPE
+from ..options.quant_names import normalize_quantize_type as normalize_quantize_type
+from ..options.quant_names import normalize_tensor_type as normalize_tensor_type
 
 #: ggml types ``ggml_quantize_chunk`` cannot write (integer and F64 types, and the Q8_1/Q8_K
 #: intermediate types of dot products): naming one as a tensor's target would abort llama.cpp,
@@ -81,19 +81,6 @@ def __getattr__(name: str) -> Any:
     if name == "QUANTIZE_TYPES":
         return {row.name: row.ftype for row in type_table().values()}
     raise AttributeError(name)
-
-
-def normalize_quantize_type(name: str) -> str | None:
-    """The canonical type name for ``name`` (case-insensitive, aliases resolved), or None if unknown."""
-    upper = name.strip().upper()
-    upper = _ALIASES.get(upper, upper)
-    return upper if upper in type_table() else None
-
-
-def normalize_tensor_type(name: str) -> str | None:
-    """A ggml tensor type name (``q8_0``, ``F16``...) in canonical upper case, or None if unknown."""
-    upper = name.strip().upper()
-    return upper if upper in tensor_types() else None
 
 
 def aliases() -> dict[str, str]:

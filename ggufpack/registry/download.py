@@ -22,7 +22,6 @@ from pathlib import Path
 import requests
 
 from ggufpack.errors import DiskFullError, GGUFPackError, shown
-from ggufpack.images import human_size
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.progress import Bar
 from ggufpack.registry.client import RegistryClient, RegistryError, header_int
@@ -30,6 +29,7 @@ from ggufpack.store import Store
 from ggufpack.store.fsutil import is_disk_full
 from ggufpack.store.layout import digest_hex
 from ggufpack.store.locking import locked
+from ggufpack.terminal import human_size
 
 #: bytes per read from the socket; a cut connection loses at most the read in progress
 _CHUNK = 256 * 1024

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ggufpack import __version__
 from ggufpack.errors import NO_SPACE_ERRNOS, DiskFullError, GGUFPackError, UsageError, printable
+from ggufpack.options.checksum import parse_checksum
 from ggufpack.progress import Bar, Progress
+from ggufpack.version import __version__
 
-CHECKSUM_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 MAX_REDIRECTS = 10
 _CHUNK = 1 << 20
 _FALLBACK_NAME = "index.html"
@@ -61,22 +61,6 @@ class DownloadResult:
 def is_url(src: str) -> bool:
     """Whether an ADD source is an ``http://`` or ``https://`` URL."""
     return src[:8].lower().startswith(("http://", "https://"))
-
-
-def parse_checksum(text: str) -> tuple[str, str]:
-    """Split ``<algo>:<hex>`` (sha256, sha384 or sha512) into the algorithm and lower-case hex."""
-    algo, sep, hexdigest = text.strip().partition(":")
-    algo = algo.lower()
-    known = ", ".join(CHECKSUM_HEX_LENGTHS)
-    if not sep:
-        raise UsageError(f"bad --checksum {text!r}: write <algorithm>:<hex> with one of {known}")
-    if algo not in CHECKSUM_HEX_LENGTHS:
-        raise UsageError(f"bad --checksum {text!r}: unknown algorithm {algo!r}; write <algorithm>:<hex> with one of "
-                         f"{known}")
-    want = CHECKSUM_HEX_LENGTHS[algo]
-    if len(hexdigest) != want or not re.fullmatch(r"[0-9a-fA-F]+", hexdigest):
-        raise UsageError(f"bad --checksum {text!r}: a {algo} digest is {want} hex digits")
-    return algo, hexdigest.lower()
 
 
 def _shown(text: object) -> str:

@@ -20,7 +20,8 @@ from typing import Any
 import gguf
 import numpy as np
 
-from ggufpack.engine import BuildResult, build
+from ggufpack.api import build
+from ggufpack.engine import BuildResult
 from ggufpack.progress import Progress
 from ggufpack.store import Store
 

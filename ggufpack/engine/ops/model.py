@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ... import __version__
 from ...errors import GGUFPackError
 from ...gguf_info import split_names
 from ...image.snapshot import FILE_MODE, Diff, FileNode, Snapshot, clean_path
 from ...packerfile.instructions import ConvertCommand, ImatrixCommand, QuantizeCommand
 from ...sources.context import resolve_context_sources
+from ...version import __version__
 from .base import Item, OpContext, place
 from .copy import _context_node
 

@@ -8,11 +8,11 @@ import tarfile
 from pathlib import Path
 
 from ..errors import UsageError
+from ..oci.descriptor import Descriptor, canonical_json
+from ..oci.mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION
+from ..oci.reader import ImageManifest
 from ..store import Store
 from ..store.locking import try_lock
-from .descriptor import Descriptor, canonical_json
-from .mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION
-from .reader import ImageManifest
 
 
 def parse_output(spec: str) -> tuple[str, Path]:
