@@ -133,20 +133,26 @@ def header_int(resp: requests.Response, name: str, what: str) -> int | None:
     return int(value)
 
 
-def _bounded_body(resp: requests.Response, limit: int) -> bytes | None:
-    """At most ``limit`` bytes of a body, or None when it is longer or cannot be read; closes ``resp``."""
+def _limited_body(resp: requests.Response, limit: int) -> bytes | None:
+    """The body if it is at most ``limit`` bytes, else None (read no further); closes ``resp``.
+    Transport errors propagate."""
     chunks: list[bytes] = []
     total = 0
     with resp:
-        try:
-            for chunk in resp.iter_content(64 * 1024):
-                total += len(chunk)
-                if total > limit:
-                    return None
-                chunks.append(chunk)
-        except _TRANSPORT_ERRORS:
-            return None
+        for chunk in resp.iter_content(64 * 1024):
+            total += len(chunk)
+            if total > limit:
+                return None
+            chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _bounded_body(resp: requests.Response, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of a body, or None when it is longer or cannot be read; closes ``resp``."""
+    try:
+        return _limited_body(resp, limit)
+    except _TRANSPORT_ERRORS:
+        return None
 
 
 def _error_detail(resp: requests.Response) -> str:
@@ -399,18 +405,13 @@ class RegistryClient:
         return data
 
     def _read_at_most(self, resp: requests.Response, limit: int, what: str) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        with resp:
-            try:
-                for chunk in resp.iter_content(64 * 1024):
-                    total += len(chunk)
-                    if total > limit:
-                        raise RegistryError(f"{self.registry}: {what} is larger than {limit} bytes; refused")
-                    chunks.append(chunk)
-            except _TRANSPORT_ERRORS as e:
-                raise RegistryError(f"{self.registry}: reading {what} failed: {_reason(e)}") from None
-        return b"".join(chunks)
+        try:
+            data = _limited_body(resp, limit)
+        except _TRANSPORT_ERRORS as e:
+            raise RegistryError(f"{self.registry}: reading {what} failed: {_reason(e)}") from None
+        if data is None:
+            raise RegistryError(f"{self.registry}: {what} is larger than {limit} bytes; refused")
+        return data
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Ask the registry to link a blob from another repository; True when it did."""
