@@ -10,7 +10,10 @@ from __future__ import annotations
 import errno
 import re
 import reprlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 #: C0 controls but tab and newline, DEL, C1 controls: what could move a terminal's cursor or recolor it;
 #: and what could make text read otherwise than it is: bidi marks, embeddings, overrides and isolates,
@@ -62,18 +65,6 @@ def clipped(text: str, limit: int = 120) -> str:
     return printable(text, limit)
 
 
-class GGUFPackError(Exception):
-    """A failure the user can act on; printed without a traceback."""
-
-    exit_code = 1
-
-
-class UsageError(GGUFPackError):
-    """Wrong command-line usage or wrong input text."""
-
-    exit_code = 2
-
-
 @dataclass(frozen=True)
 class SourcePosition:
     """A 1-based line and column in a named file."""
@@ -81,6 +72,74 @@ class SourcePosition:
     file: str
     line: int
     column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+_E = TypeVar("_E", bound="GGUFPackError")
+
+
+def _prefixed(exc: GGUFPackError, text: str) -> str:
+    return text if exc.location is None else f"{exc.location}: {text}"
+
+
+class GGUFPackError(Exception):
+    """A failure the user can act on; printed without a traceback.
+
+    An error may carry the :class:`SourcePosition` of the Packerfile instruction it happened in
+    (:meth:`with_location`); ``str()`` then reads ``FILE:LINE:COL: message``, for every subclass,
+    also one that defines its own ``__str__``.
+    """
+
+    exit_code = 1
+    #: the Packerfile instruction the error happened in (None: not tied to one)
+    location: SourcePosition | None = None
+
+    def with_location(self: _E, position: SourcePosition) -> _E:
+        """This error, located at ``position`` unless it is located already (the innermost location
+        wins, as BuildKit's ``WithLocation``); the error itself, its type, cause and traceback stay."""
+        if self.location is None:
+            self.location = position
+        return self
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return _prefixed(self, text) if type(self).__str__ is GGUFPackError.__str__ else text
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's own ``__str__`` renders the message; the location is put in front of it once,
+        by the most derived class's (so a ``super().__str__()`` inside one adds no second prefix)."""
+        super().__init_subclass__(**kwargs)
+        own: Callable[[GGUFPackError], str] | None = cls.__dict__.get("__str__")
+        if own is None:
+            return
+
+        def __str__(self: GGUFPackError) -> str:
+            text = own(self)
+            return _prefixed(self, text) if type(self).__str__ is located_str else text
+
+        located_str = __str__
+        located_str.__doc__ = own.__doc__
+        cls.__str__ = located_str  # type: ignore[method-assign]
+
+
+@contextmanager
+def located(position: SourcePosition | None) -> Iterator[None]:
+    """Attach ``position`` (when given) to a :class:`GGUFPackError` raised inside the block; the
+    error is re-raised as it is, so its type, its cause and its traceback stay."""
+    try:
+        yield
+    except GGUFPackError as exc:
+        if position is not None:
+            exc.with_location(position)
+        raise
+
+
+class UsageError(GGUFPackError):
+    """Wrong command-line usage or wrong input text."""
+
+    exit_code = 2
 
 
 #: the most characters of a source line shown under an error
@@ -93,12 +152,18 @@ class PackerfileError(UsageError):
     def __init__(self, message: str, position: SourcePosition, source_line: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.position = position
+        self.location = position
         self.source_line = source_line
+
+    @property
+    def position(self) -> SourcePosition:
+        """Where in the Packerfile: the error's location, given when it was made."""
+        assert self.location is not None
+        return self.location
 
     def __str__(self) -> str:
         pos = self.position
-        text = f"{pos.file}:{pos.line}:{pos.column}: {printable(self.message)}"
+        text = printable(self.message)
         if self.source_line is not None:
             line = self.source_line.rstrip("\n").expandtabs(1)
             column = max(pos.column, 1) - 1

@@ -129,7 +129,7 @@ def test_install_that_waited_for_another_one_does_not_build_again(home: Path, tm
     """Two installs of one variant: the second waits for the first's lock, then finds it installed."""
     import threading
 
-    from ggufpack.store.locking import locked
+    from ggufpack.util.locking import locked
 
     if missing_toolchain("cpu"):
         pytest.skip("no cmake or C/C++ compiler")

@@ -87,7 +87,7 @@ def test_add_url_404_is_a_clear_failure(
     run = cli_main(["build", "-q", "-t", "x", str(context)], tmp_path / "home", capsys, monkeypatch)
     assert run.code == 1
     assert "HTTP 404" in run.err and "Traceback" not in run.err
-    assert f"{context}/GGUFPackerfile:3: " in run.err  # the failing instruction's position
+    assert f"{context}/GGUFPackerfile:3:1: " in run.err  # the failing instruction's position
     assert Store(tmp_path / "home").images() == []
 
 

@@ -183,7 +183,7 @@ def test_build_failures_exit_1_without_traceback(cli: Cli, tmp_path: Path, gguf_
                             'CMD ["-m", "/m.gguf"]\n', {"m.gguf": gguf_bytes})
     run = cli("build", "-t", "x", str(context))
     assert run.code == 1
-    assert f"{context}/GGUFPackerfile:3: source 'missing.txt'" in run.err and "Traceback" not in run.err
+    assert f"{context}/GGUFPackerfile:3:1: source 'missing.txt'" in run.err and "Traceback" not in run.err
     (context / "GGUFPackerfile").write_text('FROM scratch\nCOPY m.gguf /m.gguf\nCMD ["-m", "/nope.gguf"]\n')
     run = cli("build", "-t", "x", str(context))
     assert run.code == 1 and "/nope.gguf" in run.err and "Traceback" not in run.err

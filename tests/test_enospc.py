@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,7 +69,9 @@ def temp_files(home: Path) -> list[str]:
 def assert_disk_full(result: subprocess.CompletedProcess[str], written: Path) -> None:
     assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "error: no space left on device while writing " in result.stderr, result.stderr[-3000:]
+    # a build's error carries the Packerfile position of the instruction it happened in
+    assert re.search(r"error: (\S+:\d+:\d+: )?no space left on device while writing ", result.stderr), \
+        result.stderr[-3000:]
     assert str(written) in result.stderr, result.stderr[-3000:]
 
 
@@ -94,6 +97,7 @@ def test_item10_enospc_build(tmp_path: Path, small_fs: Path) -> None:
     context = tiny_context(tmp_path, **{"big.bin": os.urandom(3 << 20)})  # more than the filesystem holds
     result = ggufpack(home, small_fs, "build", "-t", "big:1", "--progress", "plain", str(context))
     assert_disk_full(result, home)
+    assert "GGUFPackerfile:4:1: no space left on device" in result.stderr  # the COPY of big.bin
     assert (home / "index.json").read_bytes() == before
     assert temp_files(home) == []
     assert not list((small_fs / "tmp").iterdir())  # nor in the build scratch
@@ -173,7 +177,7 @@ def test_item10_enospc_ingest_writer_drops_its_temp_and_stays_failed(small_fs: P
 
 def test_item10_enospc_atomic_write_keeps_the_old_file(small_fs: Path) -> None:
     from ggufpack.errors import DiskFullError
-    from ggufpack.store.fsutil import atomic_write
+    from ggufpack.util.fsutil import atomic_write
 
     target = small_fs / "settings.json"
     target.write_text("old")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ggufpack.errors import GGUFPackError
+from ggufpack.formats.commit import image_path
 from ggufpack.gguf_info import read_header_file
 from ggufpack.images import inspect_image
 from ggufpack.oci import mediatypes as mt
@@ -298,15 +299,34 @@ def test_hostile_manifests_are_refused_with_clear_errors(registry, gguf_bytes, t
                 pull_image(store, parse_reference(f"127.0.0.1:{hostile.port}/bad/x:{tag}"), via,
                            platform="linux/amd64")
     assert store.images() == []
-    assert list((store.root / "state" / "imports").iterdir()) == []
+    # Nothing is left behind: imports stage nothing (no scratch directory), and no ingest temp file stays.
+    assert not (store.root / "state" / "imports").exists()
+    assert list(store.layout.ingest.iterdir()) == []
 
 
-def test_modelpack_paths_with_glob_characters_import(registry, gguf_bytes, tmp_path: Path):
+@pytest.mark.parametrize(("tag", "filepath"), [("glob", "w[1]*.gguf"), ("dollar", "m/$HOME ${X}\nw.gguf")])
+def test_modelpack_paths_with_glob_characters_import(registry, gguf_bytes, tmp_path: Path, tag: str, filepath: str):
+    """Glob and expansion characters, newlines: any safe path imports as it is (nothing is lexed again),
+    and the history names the content, the path and the artifact."""
     mp_config = canonical_json({"config": {"format": "gguf"}})
     manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": mt.MODELPACK_ARTIFACT,
                 "config": desc(mp_config, mt.MODELPACK_CONFIG),
-                "layers": [desc(gguf_bytes, mt.MODELPACK_WEIGHT_RAW, **{"org.cncf.model.filepath": "w[1]*.gguf"})]}
-    push_raw(registry, "mp/glob", "1", [mp_config, gguf_bytes], manifest, mt.OCI_MANIFEST)
+                "layers": [desc(gguf_bytes, mt.MODELPACK_WEIGHT_RAW, **{"org.cncf.model.filepath": filepath})]}
+    artifact = push_raw(registry, "mp/glob", tag, [mp_config, gguf_bytes], manifest, mt.OCI_MANIFEST)
     store = open_store(tmp_path / "home")
-    pull_image(store, parse_reference(f"{registry.host}/mp/glob:1"), client(registry), platform="linux/amd64")
-    assert cmd_of(store, f"{registry.host}/mp/glob:1") == ["-m", "/w[1]*.gguf"]
+    ref = f"{registry.host}/mp/glob:{tag}"
+    pull_image(store, parse_reference(ref), client(registry), platform="linux/amd64")
+    assert cmd_of(store, ref) == ["-m", f"/{filepath}"]
+    copy, cmd = inspect_image(store, store.resolve(ref))["history"]
+    assert copy["created_by"] == "COPY " + json.dumps([sha256_digest(gguf_bytes), f"/{filepath}"])
+    assert copy["comment"] == cmd["comment"] == f"ggufpack import modelpack {artifact}"
+
+
+@pytest.mark.parametrize("path", ["../evil.gguf", "a/../../evil.gguf", "a\\..\\evil.gguf", "a\0b.gguf", "/", ""])
+def test_unsafe_artifact_paths_are_refused(path: str):
+    with pytest.raises(GGUFPackError, match="unsafe file path"):
+        image_path(path, "example.com/x:1")
+
+
+def test_artifact_paths_are_cleaned():
+    assert image_path("//prompts/./system.txt", "example.com/x:1") == "prompts/system.txt"

@@ -169,7 +169,7 @@ def test_exclude_flag(tmp_path: Path) -> None:
 def test_missing_source_names_it_with_position(tmp_path: Path) -> None:
     make_tree(tmp_path, {"a": ""})
     position = SourcePosition("Packerfile", 3)
-    with pytest.raises(GGUFPackError, match=r"^Packerfile:3: source 'nope.gguf' matches no file"):
+    with pytest.raises(GGUFPackError, match=r"^Packerfile:3:1: source 'nope.gguf' matches no file"):
         resolve_context_sources(tmp_path, ["nope.gguf"], position_hint=position)
     with pytest.raises(GGUFPackError, match=r"source '\*.bin' matches no file"):
         resolve_context_sources(tmp_path, ["*.bin"])

@@ -184,6 +184,31 @@ def test_digest_mismatch_rejected(tmp_path: Path) -> None:
     assert ingest_entries(store) == []
 
 
+def test_size_mismatch_rejected(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with pytest.raises(GGUFPackError, match="size mismatch: expected 5 bytes, got 4"), store.blob_writer() as writer:
+        writer.write(b"data")
+        writer.commit(sha256_digest(b"data"), 5)
+    assert not store.has_blob(sha256_digest(b"data"))
+    assert ingest_entries(store) == []
+
+
+@pytest.mark.parametrize(("content", "size"), [(b"data", 5), (b"datum", 5)])
+def test_adopted_blobs_are_verified(tmp_path: Path, content: bytes, size: int) -> None:
+    """A finished download enters the blobs only as the size and digest its descriptor says; else it is dropped."""
+    store = Store(tmp_path)
+    partial = tmp_path / "state" / "downloads" / "x.partial"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(content)
+    expected = sha256_digest(b"data!")
+    with pytest.raises(GGUFPackError, match="mismatch"):
+        store.adopt_blob(partial, expected, size)
+    assert not partial.exists() and not store.has_blob(expected)
+    partial.write_bytes(b"data!")
+    store.adopt_blob(partial, expected, 5)
+    assert store.read_blob(expected) == b"data!" and not partial.exists()
+
+
 def test_exception_inside_writer_drops_temp(tmp_path: Path) -> None:
     store = Store(tmp_path)
     with pytest.raises(RuntimeError), store.blob_writer() as writer:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import GGUFPackError, UsageError
 from ..progress import QUIET, Progress
-from ..store.locking import locked
+from ..util.locking import locked
 from . import META, Backend
 from .capability import GGML_FLAGS, TOOLCHAIN, accelerator_of, preferred_accelerators, variant_name
 from .probe import TOOLS, probe

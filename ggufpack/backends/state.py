@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GGUFPackError, UsageError
-from ..store.fsutil import atomic_write, read_small_file
-from ..store.layout import default_root
+from ..store.layout import Layout, default_root
+from ..util.fsutil import atomic_write, read_small_file
 from .trust import check_trusted
 
 METADATA = "metadata.json"
@@ -44,7 +44,7 @@ def backends_dir(root: Path | None = None) -> Path:
 
 
 def sideload_state_dir(root: Path | None = None) -> Path:
-    return (root or home()) / "state" / "backends"
+    return Layout(root or home()).state_dir("backends")
 
 
 def config_path(root: Path | None = None) -> Path:

@@ -39,7 +39,7 @@ from ggufpack.convert.files import malformed
 from ggufpack.convert.safetensors import bf16_to_f32
 from ggufpack.errors import GGUFPackError, shown
 from ggufpack.progress import QUIET, Progress
-from ggufpack.store.fsutil import fsync_dir
+from ggufpack.util.fsutil import fsync_dir
 
 Q = gguf.GGMLQuantizationType
 T = gguf.MODEL_TENSOR

@@ -22,7 +22,7 @@ from typing import Any
 from ..image.layers import LayerRecords, LayerResult, RecordFiles
 from ..oci.descriptor import canonical_json
 from ..store import Store
-from ..store.fsutil import store_dir
+from ..util.fsutil import store_dir
 
 CACHE_FORMAT = 1
 _OPS = "cache/ops"

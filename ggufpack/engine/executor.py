@@ -13,24 +13,24 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import GGUFPackError, UsageError
+from ..errors import NO_SPACE_ERRNOS, DiskFullError, SourcePosition, located
+from ..image.commit import commit_layer, history_item
 from ..image.layers import LayerResult
 from ..image.load import BaseImage, load_image
 from ..image.snapshot import Diff, Snapshot, with_parents
-from ..oci.image import history_entry, rfc3339
-from ..oci.tarlayer import LayerEntry, choose_compression, write_layer
 from ..packerfile import instructions as ins
 from ..plan.graph import Op, Plan, SourceRef, Stage
 from ..progress import Progress
 from ..sources.context import FileHashCache
 from ..store import Store
-from ..store.locking import try_lock
+from ..util.locking import try_lock
 from .cache import BuildCache, cache_key
 from .ops.base import OpContext
 from .ops.files import AddOp, CatOp, CopyOp
@@ -88,12 +88,17 @@ class BuildStats:
     run_ops: list[str] = field(default_factory=list)
 
 
-def _located(exc: GGUFPackError, where: str) -> GGUFPackError:
-    """The error with the instruction's FILE:LINE in front, unless it already names a position."""
-    text = str(exc)
-    if type(exc) not in (GGUFPackError, UsageError) or text.startswith(where) or text.startswith(f"{where}:"):
-        return exc
-    return type(exc)(f"{where}: {text}")
+@contextmanager
+def _located_at(position: SourcePosition) -> Iterator[None]:
+    """Errors of the block carry ``position``: a :class:`GGUFPackError` gets it attached (once), and a
+    full disk, which the store's writers do not all turn into one, becomes a located :class:`DiskFullError`."""
+    try:
+        with located(position):
+            yield
+    except OSError as exc:
+        if exc.errno not in NO_SPACE_ERRNOS:
+            raise
+        raise DiskFullError.from_os_error(exc).with_location(position) from exc
 
 
 def created_by(command: ins.Command) -> str:
@@ -182,15 +187,11 @@ class Executor:
         return self.image(ref.image).snapshot
 
     def _run_stage(self, stage: Stage) -> None:
-        state = self._base_state(stage)
+        with _located_at(stage.position):  # the FROM line: loading or pulling the base image
+            state = self._base_state(stage)
         for index, op in enumerate(stage.ops):
-            try:
+            with _located_at(op.command.position):
                 self._run_op(stage, index, op, state)
-            except GGUFPackError as exc:
-                located = _located(exc, f"{self.plan.file}:{op.command.position.line}")
-                if located is exc:
-                    raise
-                raise located from exc
         with self._lock:
             self.results[stage.index] = state
 
@@ -211,11 +212,10 @@ class Executor:
             state.history.append(self._history(text, empty_layer=True))
             return
         started = time.monotonic()
-        where = f"{self.plan.file}:{command.position.line}"
         ctx = OpContext(
             store=self.store, context_dir=self.context_dir, hash_cache=self.hash_cache, snapshot=state.snapshot,
             read_source=self._read_source, progress=self.options.progress,
-            workdir=self.workdir / f"{stage.index}.{index}", where=where, backend=self.options.backend,
+            workdir=self.workdir / f"{stage.index}.{index}", backend=self.options.backend,
         )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         layer_op = self._make_op(ctx, op)
@@ -233,7 +233,7 @@ class Executor:
         else:
             self._log(stage, index, text, "")
             diff = with_parents(layer_op.run(), state.snapshot)
-            result = self._write_layer(diff)
+            result = commit_layer(self.store, diff, mtime=self.mtime, progress=self.options.progress)
             self.cache.record(key, result)
             with self._lock:
                 self.stats.ops_run += 1
@@ -256,20 +256,4 @@ class Executor:
         return _OPS[type(command)](ctx, command, source)
 
     def _history(self, text: str, *, empty_layer: bool) -> dict[str, Any]:
-        epoch = self.options.source_date_epoch
-        return history_entry(text, empty_layer=empty_layer, created=rfc3339(epoch) if epoch is not None else None)
-
-    def _write_layer(self, diff: Diff) -> LayerResult:
-        entries = [
-            LayerEntry(
-                path=path, kind=node.kind, mode=node.mode, uid=node.uid, gid=node.gid,
-                source=self.store.file_path(node.digest) if node.digest else None, linkname=node.linkname,
-                size=node.size if node.kind == "file" else -1,
-            )
-            for path, node in sorted(diff.items())
-        ]
-        compress = choose_compression(entries)
-        with self.store.blob_writer() as writer:
-            info = write_layer(entries, writer, compress=compress, mtime=self.mtime, progress=self.options.progress)
-            writer.commit(info.digest)
-        return LayerResult(info.descriptor(), info.diff_id, diff)
+        return history_item(text, empty_layer=empty_layer, source_date_epoch=self.options.source_date_epoch)

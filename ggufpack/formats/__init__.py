@@ -1,7 +1,7 @@
 """Model artifact formats other than our own image: CNCF ModelPack (export and import), Docker Model
 Runner and Ollama (import).
 
-An imported artifact becomes an ordinary store image (see :mod:`.synthesize`), so ``list``,
+An imported artifact becomes an ordinary store image (see :mod:`.commit`), so ``list``,
 ``inspect``, ``estimate``, ``run`` and ``FROM`` treat it like one we built.
 """
 

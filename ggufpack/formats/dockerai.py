@@ -18,7 +18,7 @@ import posixpath
 from typing import Any
 
 from ggufpack.errors import GGUFPackError, shown
-from ggufpack.formats.synthesize import ImageFile, synthesize_image
+from ggufpack.formats.commit import ImageFile, commit_files
 from ggufpack.image.stored import read_json_blob
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.reader import MAX_CONFIG_BYTES
@@ -93,5 +93,4 @@ def import_docker_ai(store: Store, manifest_digest: str, manifest: dict[str, Any
         cmd += ["--chat-template-file", by_type[mt.DOCKER_AI_CHAT_TEMPLATE][0]]
     if model_config.get("context_size"):
         cmd += ["-c", str(model_config["context_size"])]
-    labels = {"io.ggufpack.imported.format": "docker-ai", "io.ggufpack.imported.digest": manifest_digest}
-    return synthesize_image(store, files, cmd, labels, ref_name, progress)
+    return commit_files(store, files, cmd, {}, ref_name, progress, kind="docker-ai", artifact=manifest_digest)

@@ -21,7 +21,7 @@ import posixpath
 from typing import Any
 
 from ggufpack.errors import GGUFPackError
-from ggufpack.formats.synthesize import ImageFile, synthesize_image
+from ggufpack.formats.commit import ImageFile, commit_files
 from ggufpack.gguf_info.facts import file_type_name
 from ggufpack.image.load import load_image
 from ggufpack.oci import mediatypes as mt
@@ -140,9 +140,8 @@ def import_modelpack(store: Store, manifest_digest: str, manifest: dict[str, Any
         if not weights:
             raise GGUFPackError(f"{ref_name}: the ModelPack artifact holds no GGUF weight")
         cmd = ["-m", max(weights)[1]]
-    labels = {**annotations, "io.ggufpack.imported.format": "modelpack",
-              "io.ggufpack.imported.digest": manifest_digest}
-    return synthesize_image(store, files, cmd, labels, ref_name, progress)
+    return commit_files(store, files, cmd, annotations, ref_name, progress, kind="modelpack",
+                        artifact=manifest_digest)
 
 
 def _is_gguf(store: Store, digest: str) -> bool:

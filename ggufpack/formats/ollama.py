@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from ggufpack.errors import GGUFPackError
-from ggufpack.formats.synthesize import ImageFile, synthesize_image
+from ggufpack.formats.commit import ImageFile, commit_files
 from ggufpack.image.stored import read_json_blob
 from ggufpack.oci import mediatypes as mt
 from ggufpack.progress import Progress
@@ -89,5 +89,4 @@ def import_ollama(store: Store, manifest_digest: str, manifest: dict[str, Any], 
     if mt.OLLAMA_SYSTEM in present:
         cmd += ["--system-prompt-file", present[mt.OLLAMA_SYSTEM]]
     cmd += params_flags(params, progress)
-    labels = {"io.ggufpack.imported.format": "ollama", "io.ggufpack.imported.digest": manifest_digest}
-    return synthesize_image(store, files, cmd, labels, ref_name, progress)
+    return commit_files(store, files, cmd, {}, ref_name, progress, kind="ollama", artifact=manifest_digest)

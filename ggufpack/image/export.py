@@ -12,7 +12,7 @@ from ..oci.descriptor import Descriptor, canonical_json
 from ..oci.mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION
 from ..oci.reader import ImageManifest
 from ..store import Store
-from ..store.locking import try_lock
+from ..util.locking import try_lock
 
 
 def parse_output(spec: str) -> tuple[str, Path]:

@@ -18,7 +18,7 @@ from ..errors import GGUFPackError
 from ..oci.descriptor import Descriptor, canonical_json
 from ..oci.reader import parse_descriptor, parse_digest
 from ..store import Store
-from ..store.fsutil import atomic_write, ensure_store_dir, read_small_file, store_dir
+from ..util.fsutil import atomic_write, ensure_store_dir, read_small_file, store_dir
 from .snapshot import Diff, FileNode, clean_path
 
 #: a record lists the nodes of one layer (a few hundred bytes each); a bigger file is no record of ours

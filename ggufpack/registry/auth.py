@@ -31,7 +31,7 @@ from typing import Any
 
 from ggufpack.errors import GGUFPackError
 from ggufpack.oci.reader import decode_json
-from ggufpack.store.fsutil import atomic_write
+from ggufpack.util.fsutil import atomic_write
 
 #: Docker Hub's historical key in ``auths``
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")

@@ -1,9 +1,10 @@
 """Blob downloads that resume, and that never let unverified bytes into the store.
 
 A blob is fetched into ``<store>/state/downloads/<hex>.partial``. If a pull is cut, the next one
-re-hashes what is there and asks for the rest with a ``Range`` request (a registry that ignores the
-range gets a fresh start). Only when the size and the SHA-256 match the descriptor does the file move
-into ``blobs/``; a mismatch deletes the partial file and fails the pull, and the store is as before.
+asks for the rest with a ``Range`` request (a registry that ignores the range gets a fresh start).
+Only when the size and the SHA-256 of the whole file match the descriptor (checked by
+:meth:`~ggufpack.store.Store.adopt_blob`, the store's one way in for a finished download) does the
+file move into ``blobs/``; a mismatch deletes the partial file and fails the pull, and the store is as before.
 A registry that sends more bytes than the descriptor says is refused as soon as it does (the partial
 file is dropped: resuming it would not help). A partial file is only ever a regular file of ours: a
 symlink or anything else in its place is removed, never written through. A full disk (ENOSPC,
@@ -13,7 +14,6 @@ there is space resumes from there, and ``ggufpack prune`` reclaims it meanwhile.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -26,18 +26,18 @@ from ggufpack.oci.descriptor import Descriptor
 from ggufpack.progress import Bar
 from ggufpack.registry.client import RegistryClient, RegistryError, header_int
 from ggufpack.store import Store
-from ggufpack.store.fsutil import is_disk_full
+from ggufpack.store.ingest import ContentMismatchError
 from ggufpack.store.layout import digest_hex
-from ggufpack.store.locking import locked
 from ggufpack.terminal import human_size
+from ggufpack.util.fsutil import is_disk_full
+from ggufpack.util.locking import locked
 
 #: bytes per read from the socket; a cut connection loses at most the read in progress
 _CHUNK = 256 * 1024
-_HASH_BLOCK = 8 * 1024 * 1024
 
 
 def _partial_path(store: Store, digest: str) -> Path:
-    directory = store.root / "state" / "downloads"
+    directory = store.layout.state_dir("downloads")
     directory.mkdir(parents=True, exist_ok=True)
     return directory / f"{digest_hex(digest)}.partial"
 
@@ -54,19 +54,6 @@ def _partial_size(partial: Path) -> int:
         raise GGUFPackError(f"{partial} is a directory, not a partial download: remove it")
     partial.unlink()  # a symlink, a FIFO, a device: not ours, never written through
     return 0
-
-
-def _hash_prefix(path: Path, size: int) -> hashlib._Hash:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        left = size
-        while left:
-            block = f.read(min(_HASH_BLOCK, left))
-            if not block:
-                break
-            h.update(block)
-            left -= len(block)
-    return h
 
 
 def fetch_blob(store: Store, client: RegistryClient, repository: str, blob: Descriptor, bar: Bar) -> int | None:
@@ -89,17 +76,17 @@ def fetch_blob(store: Store, client: RegistryClient, repository: str, blob: Desc
         if offset > blob.size:
             offset = 0
         if offset and offset == blob.size:  # all there (cut before it was stored): a range request would get 416
-            digest, received = "sha256:" + _hash_prefix(partial, offset).hexdigest(), 0
+            received = 0
             bar.update(offset)
         else:
-            digest, received = _download(client, repository, blob, partial, offset, bar)
-        if digest != blob.digest:
-            partial.unlink(missing_ok=True)
+            received = _download(client, repository, blob, partial, offset, bar)
+        try:
+            store.adopt_blob(partial, blob.digest, blob.size)  # checks the size and the digest
+        except ContentMismatchError as exc:
             raise GGUFPackError(
                 f"blob {blob.digest} from {client.registry}/{repository} failed verification (its bytes hash to "
-                f"{digest}); nothing was stored. The registry's copy is corrupt or was tampered with."
-            )
-        store.adopt_blob(partial, blob.digest)
+                f"{exc.digest}); nothing was stored. The registry's copy is corrupt or was tampered with."
+            ) from None
     return received
 
 
@@ -132,7 +119,7 @@ def _range_start(resp: requests.Response, what: str) -> int:
     return int(match.group(1))
 
 
-def _write_from(resp: requests.Response, partial: Path, offset: int, size: int, h: hashlib._Hash, bar: Bar) -> int:
+def _write_from(resp: requests.Response, partial: Path, offset: int, size: int, bar: Bar) -> int:
     """Write the body of ``resp`` into ``partial`` from ``offset``, stopping past ``size``; the end offset."""
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
@@ -144,7 +131,6 @@ def _write_from(resp: requests.Response, partial: Path, offset: int, size: int, 
                 received += len(chunk)
                 if received > size:
                     break
-                h.update(chunk)
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
@@ -157,14 +143,14 @@ def _write_from(resp: requests.Response, partial: Path, offset: int, size: int, 
 
 
 def _download(client: RegistryClient, repository: str, blob: Descriptor, partial: Path, offset: int,
-              bar: Bar) -> tuple[str, int]:
-    """Fetch from ``offset`` to the end into ``partial``; (digest of the whole file, bytes received)."""
+              bar: Bar) -> int:
+    """Fetch from ``offset`` to the end into ``partial``; the bytes received (the store verifies the whole
+    file when it adopts it)."""
     what = f"blob {blob.digest[:19]} from {client.registry}/{repository}"
-    h = _hash_prefix(partial, offset) if offset else hashlib.sha256()
     resp = client.get_blob(repository, blob.digest, offset)
     with resp:
         if offset and resp.status_code == 200:  # the range was ignored: start over
-            offset, h = 0, hashlib.sha256()
+            offset = 0
         if resp.status_code == 206 and _range_start(resp, what) != offset:
             raise RegistryError(f"{what}: asked for the bytes from {offset}, the registry sent others")
         announced = header_int(resp, "Content-Length", what) if "Content-Encoding" not in resp.headers else None
@@ -173,7 +159,7 @@ def _download(client: RegistryClient, repository: str, blob: Descriptor, partial
             raise _too_long(client, repository, blob, offset + announced)
         bar.update(offset)
         try:
-            received = _write_from(resp, partial, offset, blob.size, h, bar)
+            received = _write_from(resp, partial, offset, blob.size, bar)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -184,4 +170,4 @@ def _download(client: RegistryClient, repository: str, blob: Descriptor, partial
     if received != blob.size:
         raise GGUFPackError(f"{what}: got {received} of {blob.size} bytes (the connection ended early); "
                             "run the pull again to resume")
-    return "sha256:" + h.hexdigest(), received - offset
+    return received - offset

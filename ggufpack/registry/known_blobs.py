@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ggufpack.store import Store
-from ggufpack.store.fsutil import atomic_write
-from ggufpack.store.locking import locked
+from ggufpack.util.fsutil import atomic_write
+from ggufpack.util.locking import locked
 
 #: repositories remembered per blob (the newest win)
 _KEEP = 8
@@ -37,7 +37,7 @@ def read_advisory_json(path: Path, limit: int) -> Any:
 
 class KnownBlobs:
     def __init__(self, store: Store) -> None:
-        self.directory = store.root / "state" / "known-blobs"
+        self.directory = store.layout.state_dir("known-blobs")
 
     def _path(self, registry: str) -> Path:
         return self.directory / (hashlib.sha256(registry.encode()).hexdigest()[:32] + ".json")

@@ -36,15 +36,16 @@ from ggufpack.refs import Reference
 from ggufpack.registry.client import RegistryClient, RegistryError, manifest_document
 from ggufpack.registry.known_blobs import KnownBlobs, read_advisory_json
 from ggufpack.store import Store
-from ggufpack.store.fsutil import atomic_write, ensure_store_dir, store_dir
-from ggufpack.store.locking import locked
+from ggufpack.store.layout import state_path
+from ggufpack.util.fsutil import atomic_write, ensure_store_dir, store_dir
+from ggufpack.util.locking import locked
 
 #: bytes per PATCH: what a resumed push may have to send again at most
 CHUNK_SIZE = 64 * 1024 * 1024
 #: blobs uploaded at once
 JOBS = 4
 _READ_SIZE = 1024 * 1024
-_UPLOADS = "state/uploads"
+_UPLOADS = state_path("uploads")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GGUFPackError, printable
-from ..store.fsutil import atomic_write, ensure_store_dir, read_small_file, store_dir
+from ..store.layout import state_path
+from ..util.fsutil import atomic_write, ensure_store_dir, read_small_file, store_dir
 from . import RUNTIMES
 from .runtimes import Launch, docker_cleanup, docker_container_name, http_url
 from .server import run_cleanup
@@ -130,7 +131,7 @@ def parse_record(data: object, expected_id: str | None = None) -> Detached:
     return Detached(run_id, pid, start_time, ref, image, runtime, host, port, list(argv), created)
 
 
-_STATE_DIR = "state/run"
+_STATE_DIR = state_path("run")
 
 
 def state_dir(home: Path) -> Path:

@@ -18,7 +18,8 @@ from ..gguf_info import read_header_file, split_names
 from ..image.load import load_image
 from ..image.snapshot import clean_path
 from ..store import Store
-from ..store.fsutil import disk_full_as_error, ensure_store_dir
+from ..store.layout import state_path
+from ..util.fsutil import disk_full_as_error, ensure_store_dir
 
 _TEMPLATE_KEY = "tokenizer.chat_template"
 
@@ -63,7 +64,7 @@ class RunnableImage:
     def _split_links(self, names: list[str]) -> Path:
         """Links named as the shards, in ``state/run/links/<image hex>/``: each directory on the way is a
         real one of the store (a planted symlink there is refused, never written through)."""
-        base = f"state/run/links/{self.digest.removeprefix('sha256:')}"
+        base = state_path("run", "links", self.digest.removeprefix("sha256:"))
         first = None
         for shard in names:
             parent, _, name = shard.rpartition("/")

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ggufpack.errors import GGUFPackError, SourcePosition, UsageError
+from ggufpack.errors import GGUFPackError, SourcePosition, UsageError, located
 from ggufpack.progress import QUIET, Progress
 from ggufpack.sources.ignore import IgnoreRules, clean_path, compile_pattern, has_magic
-from ggufpack.store.fsutil import is_real_dir, read_small_file
+from ggufpack.util.fsutil import is_real_dir, read_small_file
 
 EntryKind = Literal["file", "dir", "symlink"]
 
@@ -120,17 +120,13 @@ def _walk(directory: Path, rel: str, rel_root: str, rules: IgnoreRules) -> Itera
                 yield from below
 
 
-def _where(position: SourcePosition | None) -> str:
-    return "" if position is None else f"{position.file}:{position.line}: "
-
-
-def _source_relpath(source: str, where: str) -> str:
+def _source_relpath(source: str) -> str:
     """The context-relative form of a source as written; ``..`` above the root is refused."""
     if not source.strip():
-        raise UsageError(f"{where}empty ADD/COPY source")
+        raise UsageError("empty ADD/COPY source")
     rel = clean_path(source.lstrip("/") or ".")
     if rel == ".." or rel.startswith("../"):
-        raise UsageError(f"{where}source {source!r} points outside the build context; "
+        raise UsageError(f"source {source!r} points outside the build context; "
                          "sources are paths inside the context directory")
     return rel
 
@@ -149,7 +145,7 @@ class _Resolver:
                 return [] if normal == root else list(normal.relative_to(root).parts)
         return None
 
-    def resolve(self, relpath: str, source: str, where: str) -> str:
+    def resolve(self, relpath: str, source: str) -> str:
         """Context path of ``relpath`` with every symlink along it followed."""
         pending = [] if relpath == "." else relpath.split("/")
         done: list[str] = []
@@ -160,7 +156,7 @@ class _Resolver:
                 continue
             if part == "..":
                 if not done:
-                    raise self._escape(source, where)
+                    raise self._escape(source)
                 done.pop()
                 continue
             candidate = self.root.joinpath(*done, part)
@@ -169,12 +165,12 @@ class _Resolver:
                 continue
             hops += 1
             if hops > _MAX_SYMLINK_HOPS:
-                raise GGUFPackError(f"{where}too many levels of symlinks resolving source {source!r}")
+                raise GGUFPackError(f"too many levels of symlinks resolving source {source!r}")
             target = os.readlink(candidate)
             if os.path.isabs(target):
                 inside = self._relative_to_root(target)
                 if inside is None:
-                    raise self._escape(source, where)
+                    raise self._escape(source)
                 done = []
                 pending = inside + pending
             else:
@@ -182,8 +178,8 @@ class _Resolver:
         return "/".join(done) or "."
 
     @staticmethod
-    def _escape(source: str, where: str) -> UsageError:
-        return UsageError(f"{where}source {source!r} resolves outside the build context (through '..' "
+    def _escape(source: str) -> UsageError:
+        return UsageError(f"source {source!r} resolves outside the build context (through '..' "
                           "or a symlink); only files inside the context can be added")
 
 
@@ -209,9 +205,14 @@ def resolve_context_sources(
     """Resolve ADD/COPY sources against the context, in source order, without duplicates.
 
     Raises :class:`UsageError` for a source that leaves the context or a malformed pattern, and
-    :class:`GGUFPackError` for a source that matches nothing visible.
+    :class:`GGUFPackError` for a source that matches nothing visible; each located at
+    ``position_hint`` when given.
     """
-    where = _where(position_hint)
+    with located(position_hint):
+        return _resolve_sources(context_dir, patterns, excludes)
+
+
+def _resolve_sources(context_dir: Path, patterns: list[str], excludes: Iterable[str]) -> list[ContextMatch]:
     resolver = _Resolver(Path(context_dir))
     root = resolver.root
     if not root.is_dir():
@@ -221,33 +222,30 @@ def resolve_context_sources(
     matches: list[ContextMatch] = []
     seen: set[str] = set()
     for source in patterns:
-        rel = _source_relpath(source, where)
-        if has_magic(rel):
-            found = _glob(root, rel, rules, source, where)
-        else:
-            found = _lookup(resolver, rel, rules, source, where)
+        rel = _source_relpath(source)
+        found = _glob(root, rel, rules, source) if has_magic(rel) else _lookup(resolver, rel, rules, source)
         found = [c for c in found if not exclude_rules.is_excluded(c)]
         if not found:
-            raise GGUFPackError(_not_found_message(root, rel, rules, source, where))
+            raise GGUFPackError(_not_found_message(root, rel, rules, source))
         for relpath in found:
             if relpath not in seen:
                 seen.add(relpath)
-                matches.append(_match(resolver, rules, exclude_rules, relpath, source, where))
+                matches.append(_match(resolver, rules, exclude_rules, relpath, source))
     return matches
 
 
-def _glob(root: Path, rel: str, rules: IgnoreRules, source: str, where: str) -> list[str]:
+def _glob(root: Path, rel: str, rules: IgnoreRules, source: str) -> list[str]:
     try:
         regex = compile_pattern(rel)
     except ValueError as exc:
-        raise UsageError(f"{where}bad source pattern {source!r}: {exc}") from None
+        raise UsageError(f"bad source pattern {source!r}: {exc}") from None
     hits = [e.relpath for e in walk_tree(root, rules) if regex.match(e.relpath)]
     # "**" can match a directory and its contents; the directory already carries them.
     return [h for h in hits if not _under(h, hits)]
 
 
-def _lookup(resolver: _Resolver, rel: str, rules: IgnoreRules, source: str, where: str) -> list[str]:
-    resolver.resolve(rel, source, where)  # refuses a path that leaves the context via a symlink
+def _lookup(resolver: _Resolver, rel: str, rules: IgnoreRules, source: str) -> list[str]:
+    resolver.resolve(rel, source)  # refuses a path that leaves the context via a symlink
     path = resolver.root / rel
     if not os.path.lexists(path):
         return []
@@ -257,22 +255,22 @@ def _lookup(resolver: _Resolver, rel: str, rules: IgnoreRules, source: str, wher
     return [rel]
 
 
-def _not_found_message(root: Path, rel: str, rules: IgnoreRules, source: str, where: str) -> str:
-    message = f"{where}source {source!r} matches no file in the build context {root}"
+def _not_found_message(root: Path, rel: str, rules: IgnoreRules, source: str) -> str:
+    message = f"source {source!r} matches no file in the build context {root}"
     if not has_magic(rel) and os.path.lexists(root / rel):
         return f"{message}: it is excluded by {rules.source or '--exclude'}; change that to add it"
     return f"{message}; check the path (sources are relative to the context directory)"
 
 
 def _match(
-    resolver: _Resolver, rules: IgnoreRules, excludes: IgnoreRules, relpath: str, source: str, where: str,
+    resolver: _Resolver, rules: IgnoreRules, excludes: IgnoreRules, relpath: str, source: str,
 ) -> ContextMatch:
     root = resolver.root
-    target_rel = resolver.resolve(relpath, source, where)
+    target_rel = resolver.resolve(relpath, source)
     if target_rel != relpath:
         target = _entry(root / target_rel, target_rel) if os.path.lexists(root / target_rel) else None
         if target is None or not _visible(rules, root, target_rel, target):
-            raise GGUFPackError(f"{where}source {source!r} is a symlink to {target_rel!r}, which is missing, "
+            raise GGUFPackError(f"source {source!r} is a symlink to {target_rel!r}, which is missing, "
                                 "ignored or not a regular file or directory")
     entry = _entry(root / target_rel, target_rel)
     assert entry is not None  # checked by _lookup/_glob or just above

@@ -17,24 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ggufpack.errors import GGUFPackError
-from ggufpack.store.fsutil import is_real_dir, read_small_file
+from ggufpack.oci import mediatypes as mt
 from ggufpack.store.index import read_index, records
 from ggufpack.store.layout import Layout, digest_hex
-from ggufpack.store.locking import locked, try_lock
+from ggufpack.util.fsutil import is_real_dir, read_small_file
+from ggufpack.util.locking import locked, try_lock
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-MANIFEST_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    }
-)
-INDEX_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
+#: the blobs whose descriptors are followed: manifests and indexes, OCI and Docker
+_FOLLOWED_TYPES = frozenset(mt.MANIFEST_TYPES)
 # A root of unknown type (from the build cache) is read as JSON only when this small.
 _SNIFF_LIMIT = 4 << 20
 # No manifest or index ggufpack builds or pulls comes near this (registries cap them at 4 MiB).
@@ -53,7 +44,7 @@ class PruneResult:
 
 def _children(layout: Layout, digest: str, media_type: str | None) -> list[dict]:
     """Descriptors a manifest or index blob points at; nothing for other blobs."""
-    if media_type is not None and media_type not in MANIFEST_TYPES | INDEX_TYPES:
+    if media_type is not None and media_type not in _FOLLOWED_TYPES:
         return []
     path = layout.blobs / digest_hex(digest)
     try:
@@ -149,15 +140,16 @@ def _remove_stale_temps(ingest: Path, remover: _Remover) -> int:
     return removed
 
 
-def _remove_stale_state(state: Path, remover: _Remover) -> int:
-    """Leftovers of interrupted pulls and imports under ``state/``: partial downloads, import scratch
-    directories and lock files. Prune holds the GC lock exclusively, so no pull, push or build that
-    could own them is running. Upload resume points stay: they are tiny and a later push uses them."""
+def _remove_stale_state(layout: Layout, remover: _Remover) -> int:
+    """Leftovers of interrupted pulls and imports under ``state/``: partial downloads, lock files and
+    the import scratch directories of earlier versions (imports stage nothing today). Prune holds the
+    GC lock exclusively, so no pull, push or build that could own them is running. Upload resume points
+    stay: they are tiny and a later push uses them."""
     removed = 0
-    if not is_real_dir(state):
+    if not is_real_dir(layout.state):
         return 0
-    leftovers = [path for sub, pattern in (("downloads", "*"), ("uploads", "*.lock"), ("imports", "*"))
-                 if is_real_dir(state / sub) for path in (state / sub).glob(pattern)]
+    leftovers = [path for name, pattern in (("downloads", "*"), ("uploads", "*.lock"), ("imports", "*"))
+                 if is_real_dir(layout.state_dir(name)) for path in layout.state_dir(name).glob(pattern)]
     for path in leftovers:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -189,5 +181,5 @@ def prune(layout: Layout, extra_roots: Iterable[str] = ()) -> PruneResult:
             blobs = _remove_unreachable(layout.blobs, keep, remover)
             files = _remove_unreachable(layout.files, keep, remover)
             temps = _remove_stale_temps(layout.ingest, remover)
-            temps += _remove_stale_state(layout.root / "state", remover)
+            temps += _remove_stale_state(layout, remover)
     return PruneResult(blobs, files, remover.bytes_freed, temps)

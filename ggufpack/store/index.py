@@ -16,7 +16,7 @@ from typing import Any
 from ggufpack.errors import GGUFPackError
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.reader import parse_descriptor, parse_digest
-from ggufpack.store.fsutil import read_small_file
+from ggufpack.util.fsutil import read_small_file
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CREATED = "io.ggufpack.created"

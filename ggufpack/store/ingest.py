@@ -14,9 +14,34 @@ from pathlib import Path
 
 from ggufpack.errors import DiskFullError, GGUFPackError
 from ggufpack.store.copying import copy_range
-from ggufpack.store.fsutil import create_locked_temp, disk_full_as_error, fsync_dir, is_disk_full
+from ggufpack.util.fsutil import create_locked_temp, disk_full_as_error, fsync_dir, is_disk_full
 
 _FLUSH_AT = 1 << 20
+
+
+class ContentMismatchError(GGUFPackError):
+    """Content that is not what its descriptor says (another digest or size); nothing was stored."""
+
+    def __init__(self, message: str, *, digest: str, size: int) -> None:
+        super().__init__(message)
+        #: what the content really is
+        self.digest = digest
+        self.size = size
+
+
+def verify_content(digest: str, size: int, expected_digest: str | None, expected_size: int | None) -> None:
+    """The one check every way into the store makes (:meth:`IngestWriter.commit`,
+    :meth:`~ggufpack.store.Store.adopt_blob`): the size and the digest, each when expected."""
+    if expected_size is not None and size != expected_size:
+        raise ContentMismatchError(
+            f"content size mismatch: expected {expected_size} bytes, got {size} ({digest}); "
+            "the source is corrupt or changed while being read: fetch it again", digest=digest, size=size,
+        )
+    if expected_digest is not None and digest != expected_digest:
+        raise ContentMismatchError(
+            f"content digest mismatch: expected {expected_digest}, got {digest} ({size} bytes); "
+            "the source is corrupt or changed while being read: fetch it again", digest=digest, size=size,
+        )
 
 
 class IngestWriter:
@@ -101,8 +126,9 @@ class IngestWriter:
         self._flushed += length
         return cloned
 
-    def commit(self, expected_digest: str | None = None) -> tuple[str, int]:
-        """Make the content durable and visible under its digest; returns ``(digest, size)``."""
+    def commit(self, expected_digest: str | None = None, expected_size: int | None = None) -> tuple[str, int]:
+        """Make the content durable and visible under its digest, once it is the size and the digest
+        expected (when given: :class:`ContentMismatchError` otherwise); returns ``(digest, size)``."""
         self._check_open()
         try:
             self.flush()
@@ -110,11 +136,7 @@ class IngestWriter:
                 os.fsync(self._fd)
             digest = "sha256:" + self._hash.hexdigest()
             size = self._flushed
-            if expected_digest is not None and digest != expected_digest:
-                raise GGUFPackError(
-                    f"content digest mismatch: expected {expected_digest}, got {digest} ({size} bytes); "
-                    "the source is corrupt or changed while being read: fetch it again"
-                )
+            verify_content(digest, size, expected_digest, expected_size)
             target = self._target_dir / digest.split(":", 1)[1]
             if target.exists():
                 self._temp.unlink()

@@ -7,8 +7,11 @@
 <root>/files/sha256/<hex>    plain extracted files (a GGUF llama.cpp loads in place)
 <root>/ingest/               temp files being written (each flocked by its writer)
 <root>/cache/                build-cache records (owned by the build cache)
-<root>/state/                registry and run state: partial downloads (downloads/), upload resume
-                             points (uploads/), import scratch (imports/), detached servers (run/)...
+<root>/state/<name>/         state of one owner each (names in STATE_NAMES): partial downloads
+                             (downloads/), upload resume points (uploads/), blobs known to be in a
+                             registry (known-blobs/), detached servers and split-model links (run/),
+                             sideloaded backends (backends/); imports/ is the import scratch of
+                             earlier versions, which only prune still removes
 <root>/lock                  flock: index.json updates and prune
 <root>/gc.lock               flock: shared by builds (leases), exclusive for prune
 ```
@@ -24,8 +27,8 @@ from pathlib import Path
 
 from ggufpack.errors import GGUFPackError
 from ggufpack.oci.descriptor import canonical_json
-from ggufpack.store.fsutil import atomic_write, read_small_file
-from ggufpack.store.locking import locked
+from ggufpack.util.fsutil import atomic_write, read_small_file
+from ggufpack.util.locking import locked
 
 LAYOUT_VERSION = "1.0.0"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -41,6 +44,18 @@ def default_root() -> Path:
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "ggufpack"
     return Path.home() / ".local" / "share" / "ggufpack"
+
+
+#: the directories under ``<root>/state/``
+STATE_NAMES = frozenset({"downloads", "uploads", "known-blobs", "run", "backends", "imports"})
+
+
+def state_path(name: str, *below: str) -> str:
+    """``state/<name>[/below...]``, relative to the store root: the form :func:`~ggufpack.util.fsutil.store_dir`
+    and :func:`~ggufpack.util.fsutil.ensure_store_dir` walk without following symlinks."""
+    if name not in STATE_NAMES:
+        raise ValueError(f"the store layout has no state directory {name!r}")
+    return "/".join(("state", name, *below))
 
 
 def digest_hex(digest: str) -> str:
@@ -80,6 +95,14 @@ class Layout:
     @property
     def cache(self) -> Path:
         return self.root / "cache"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def state_dir(self, name: str) -> Path:
+        """``<root>/state/<name>`` (one of :data:`STATE_NAMES`); not created here."""
+        return self.root / state_path(name)
 
     @property
     def lock(self) -> Path:

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,6 @@ from ggufpack.errors import GGUFPackError
 from ggufpack.oci.descriptor import Descriptor, canonical_json
 from ggufpack.refs import canonical_reference
 from ggufpack.store import gc, usage
-from ggufpack.store.fsutil import atomic_write, fsync_dir
 from ggufpack.store.index import (
     ImageRecord,
     check_rfc3339,
@@ -34,10 +34,11 @@ from ggufpack.store.index import (
     read_index,
     records,
 )
-from ggufpack.store.ingest import IngestWriter
+from ggufpack.store.ingest import ContentMismatchError, IngestWriter, verify_content
 from ggufpack.store.layout import Layout, default_root
-from ggufpack.store.locking import locked
 from ggufpack.store.resolve import find
+from ggufpack.util.fsutil import atomic_write, fsync_dir
+from ggufpack.util.locking import locked
 
 _HASH_CHUNK = 8 << 20
 
@@ -94,8 +95,10 @@ class Store:
         finally:
             writer.abort()
 
-    def adopt_blob(self, path: Path, digest: str) -> None:
-        """Move a file whose digest the caller has verified (a finished download) into the blobs.
+    def adopt_blob(self, path: Path, digest: str, size: int) -> None:
+        """Move a finished download into the blobs once it is checked here to be ``size`` bytes hashing to
+        ``digest`` (:class:`ContentMismatchError` otherwise, and the file is removed: the only other way
+        into ``blobs/`` than an :class:`IngestWriter`, verified the same way).
 
         Same filesystem only (the caller keeps partial downloads under the store root); the file
         is made read-only and durable before it appears under its digest.
@@ -104,12 +107,19 @@ class Store:
         if target.exists():
             Path(path).unlink(missing_ok=True)
             return
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise GGUFPackError(f"cannot store {path}: not a regular file")
+            try:
+                verify_content(*_hash_fd(fd), digest, size)
+            except ContentMismatchError:
+                Path(path).unlink(missing_ok=True)
+                raise
             os.fsync(fd)
+            os.fchmod(fd, 0o444)
         finally:
             os.close(fd)
-        os.chmod(path, 0o444)
         os.rename(path, target)
         fsync_dir(self.layout.blobs)
 
@@ -160,7 +170,7 @@ class Store:
         """Rename ``path`` into ``files/``; None when it lies on another filesystem."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            digest = _hash_fd(fd)
+            digest, _ = _hash_fd(fd)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -197,14 +207,15 @@ class Store:
         writer = IngestWriter(self.layout.ingest, self.layout.files)
         try:
             writer.write_from_file(source, offset, length)
-            digest, _ = writer.commit(expected_digest)
+            digest, _ = writer.commit(expected_digest, length)
         finally:
             writer.abort()
         return digest
 
     def blob_from_file(self, digest: str) -> None:
         """Make a runnable file also a blob (a ModelPack raw layer is the file itself): a hard link
-        where the filesystem allows, else a copy that shares extents where it can."""
+        where the filesystem allows, else a copy that shares extents where it can (its digest checked
+        again). ``files/`` holds only content that was verified on its way in, under that digest."""
         if self.has_blob(digest):
             return
         source = self.layout.file(digest)
@@ -347,10 +358,11 @@ class Store:
         return usage.total_usage(self.layout)
 
 
-def _hash_fd(fd: int) -> str:
+def _hash_fd(fd: int) -> tuple[str, int]:
+    """The digest and the size of what ``fd`` holds."""
     hasher = hashlib.sha256()
     position = 0
     while chunk := os.pread(fd, _HASH_CHUNK, position):
         hasher.update(chunk)
         position += len(chunk)
-    return "sha256:" + hasher.hexdigest()
+    return "sha256:" + hasher.hexdigest(), position

@@ -28,8 +28,6 @@ class OpContext:
     progress: Progress
     #: a private scratch directory on the store's filesystem (so results can be renamed in)
     workdir: Path
-    #: the op's own position, for messages
-    where: str
     #: the llama.cpp backend QUANTIZE and IMATRIX use (None: in-process llama-cpp-python)
     backend: str | None = None
 

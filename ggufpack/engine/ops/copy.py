@@ -72,30 +72,30 @@ def context_items(
     return items
 
 
-def _select(snapshot: Snapshot, pattern: str, where: str) -> list[str]:
+def _select(snapshot: Snapshot, pattern: str) -> list[str]:
     path = clean_path(pattern)
     if not has_magic(path):
         if path != "" and snapshot.get(path) is None:
-            raise GGUFPackError(f"{where}: {pattern} does not exist in the source filesystem")
+            raise GGUFPackError(f"{pattern} does not exist in the source filesystem")
         return [path]
     try:
         regex = compile_pattern(path)
     except ValueError as exc:
-        raise GGUFPackError(f"{where}: bad pattern {pattern!r}: {exc}") from None
+        raise GGUFPackError(f"bad pattern {pattern!r}: {exc}") from None
     found = sorted(p for p, _ in snapshot.items() if regex.match(p))
     if not found:
-        raise GGUFPackError(f"{where}: {pattern} matches nothing in the source filesystem")
+        raise GGUFPackError(f"{pattern} matches nothing in the source filesystem")
     return found
 
 
 def snapshot_items(
-    snapshot: Snapshot, sources: list[str], excludes: list[str], *, parents: bool, where: str
+    snapshot: Snapshot, sources: list[str], excludes: list[str], *, parents: bool
 ) -> list[Item]:
     """Sources selected from a stage's or image's filesystem."""
     rules = IgnoreRules.from_patterns(excludes, source="--exclude") if excludes else None
     items: list[Item] = []
     for pattern in sources:
-        for path in _select(snapshot, pattern, where):
+        for path in _select(snapshot, pattern):
             if rules is not None and rules.is_excluded(path):
                 continue
             node = snapshot.get(path) if path else FileNode("dir", 0o755)
@@ -149,7 +149,7 @@ def copy_diff(
             ctx, paths, list(command.excludes), parents=parents, import_content=import_content,
         ) if paths else []
     else:
-        items = snapshot_items(source_snapshot, paths, list(command.excludes), parents=parents, where=ctx.where)
+        items = snapshot_items(source_snapshot, paths, list(command.excludes), parents=parents)
     items += inline_items(ctx, command.contents, import_content=import_content)
     many = len(command.sources) + len(command.contents) > 1 or any(has_magic(s) for s in paths)
     diff = place(items, command.dest, ctx.snapshot, many=many, keyword=command.keyword)

@@ -59,9 +59,9 @@ class AddOp:
         self.repos = [s for s in command.sources if git.is_git_source(s)]
         self.paths = [s for s in command.sources if s not in self.urls and s not in self.repos]
         if self.repos and len(command.sources) + len(command.contents) > 1:
-            raise GGUFPackError(f"{ctx.where}: ADD of a git repository takes exactly one source")
+            raise GGUFPackError("ADD of a git repository takes exactly one source")
         if command.keep_git_dir and not self.repos:
-            raise GGUFPackError(f"{ctx.where}: --keep-git-dir applies only to a git repository source")
+            raise GGUFPackError("--keep-git-dir applies only to a git repository source")
         self._downloads: dict[str, http.DownloadResult] = {}
         self._checkout: git.GitResult | None = None
 

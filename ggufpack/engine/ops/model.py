@@ -36,7 +36,7 @@ def _from_snapshot(ctx: OpContext, snapshot: Snapshot, path: str) -> list[InputF
     cleaned = clean_path(path)
     node = snapshot.get(cleaned) if cleaned else FileNode("dir", 0o755)
     if node is None:
-        raise GGUFPackError(f"{ctx.where}: /{cleaned} does not exist in the source filesystem")
+        raise GGUFPackError(f"/{cleaned} does not exist in the source filesystem")
     entries = [("", node)] if node.kind != "dir" else list(snapshot.below(cleaned))
     files = []
     for rel, child in entries:
@@ -61,7 +61,7 @@ def input_files(ctx: OpContext, source: Snapshot | None, path: str) -> list[Inpu
     """The files under ``path`` in ``source`` (None: the build context)."""
     files = _from_context(ctx, path) if source is None else _from_snapshot(ctx, source, path)
     if not files:
-        raise GGUFPackError(f"{ctx.where}: {path} holds no files")
+        raise GGUFPackError(f"{path} holds no files")
     return files
 
 
@@ -81,7 +81,7 @@ def materialize(files: list[InputFile], directory: Path) -> Path:
 
 def single_file(ctx: OpContext, files: list[InputFile], what: str) -> InputFile:
     if len(files) != 1:
-        raise GGUFPackError(f"{ctx.where}: {what} must be one file, found a directory of {len(files)} files")
+        raise GGUFPackError(f"{what} must be one file, found a directory of {len(files)} files")
     return files[0]
 
 
@@ -122,9 +122,7 @@ class ConvertOp:
         try:
             from ...convert import api
         except ImportError:
-            raise GGUFPackError(
-                f"{self.ctx.where}: CONVERT is not available in this version of ggufpack (issue #4)"
-            ) from None
+            raise GGUFPackError("CONVERT is not available in this version of ggufpack (issue #4)") from None
         src = materialize(self.files, self.ctx.workdir / "convert-src")
         base = materialize(self.base_files, self.ctx.workdir / "convert-base") if self.base_files else None
         out = self.ctx.workdir / "convert-out" / posixpath.basename(clean_path(self.command.dest))
@@ -164,7 +162,7 @@ def aux_file(ctx: OpContext, source: Snapshot | None, path: str, what: str) -> I
             return single_file(ctx, input_files(ctx, place_, path), what)
         except GGUFPackError:
             continue
-    raise GGUFPackError(f"{ctx.where}: {what} {path} is neither in the source, in this stage nor in the context")
+    raise GGUFPackError(f"{what} {path} is neither in the source, in this stage nor in the context")
 
 
 def _in_image_name(path: str) -> str:

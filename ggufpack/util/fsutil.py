@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from ggufpack.errors import NO_SPACE_ERRNOS, DiskFullError, GGUFPackError
-from ggufpack.store.locking import try_lock
+from ggufpack.util.locking import try_lock
 
 
 def is_disk_full(exc: BaseException) -> bool:
