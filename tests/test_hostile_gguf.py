@@ -302,3 +302,30 @@ def test_split_set_of_hostile_shards(tmp_path: Path) -> None:
     second = Path((split_names(str(first)) or [])[1])
     os.truncate(second, read_header_file(second).data_offset + 1)
     assert_refused(run_bounded(use, first, seconds=60), second.name, "past the end")
+
+
+def test_long_metadata_strings_leave_the_config_small(tmp_path: Path) -> None:
+    """A 70 MB ``general.description`` (over the 64 MiB a pull accepts for a config) builds an image whose
+    config holds the string's size only; estimate still reads the model from the config, labels are cut."""
+    from ggufpack.estimate.inputs import from_config
+    from ggufpack.gguf_info import ElidedString, header_from_config_entry
+    from ggufpack.oci.reader import MAX_CONFIG_BYTES
+    from tests.helpers.builds import do_build, open_store, write_context
+
+    template = "{{ messages }}" * 4000  # a chat template of 56 KB stays whole
+    description = "d" * (70 << 20)
+    model = make_gguf(tmp_path / "long.gguf", extra_kv={"general.description": description,
+                                                        "tokenizer.chat_template": template})
+    context = write_context(tmp_path / "ctx", 'FROM scratch\nCOPY long.gguf /m.gguf\nCMD ["-m", "/m.gguf"]\n',
+                            {"long.gguf": model.read_bytes()})
+    del description
+    store = open_store(tmp_path / "home")
+    result = do_build(store, context, tags=("long:1",))
+    config = result.image.config
+    assert store.blob_path(result.image.manifest["config"]["digest"]).stat().st_size < 1 << 20 < MAX_CONFIG_BYTES
+    header = header_from_config_entry(config["config"]["Model"])
+    assert header.metadata["general.description"] == ElidedString(70 << 20)
+    assert header.metadata["tokenizer.chat_template"] == template
+    assert len(config["config"]["Labels"]["gguf.model.description"]) <= 4096
+    inputs = from_config(config, "long:1")
+    assert inputs.model is not None and inputs.model.metadata["general.description"] == ElidedString(70 << 20)

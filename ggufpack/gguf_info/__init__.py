@@ -14,6 +14,7 @@ from ggufpack.gguf_info.facts import (
 )
 from ggufpack.gguf_info.header import (
     ElidedArray,
+    ElidedString,
     GGUFArray,
     GGUFHeader,
     TensorInfo,
@@ -30,6 +31,7 @@ from ggufpack.gguf_info.labels import model_labels
 
 __all__ = [
     "ElidedArray",
+    "ElidedString",
     "GGUFArray",
     "GGUFHeader",
     "ModelFacts",

@@ -57,6 +57,7 @@ from gguf.constants import (
 from ggufpack.errors import GGUFPackError, clipped, shown
 from ggufpack.gguf_info.header import (
     ElidedArray,
+    ElidedString,
     GGUFArray,
     GGUFHeader,
     TensorInfo,
@@ -66,6 +67,10 @@ from ggufpack.gguf_info.header import (
 
 INLINE_ARRAY_ITEMS = 128
 """Metadata arrays longer than this are written to the image config without their items."""
+INLINE_STRING_BYTES = 256 << 10
+"""Metadata strings longer than this (UTF-8 bytes) are written to the image config as their length only:
+chat templates (tens of KiB) stay, a 100 MB ``general.description`` does not make a config that no
+registry, and not our own pull, accepts. What reads a model's own strings (``run``) reads the GGUF."""
 
 ENCODER_ARCHITECTURES = frozenset(
     {
@@ -262,6 +267,10 @@ def _encode_value(value: Any, vtype: GGUFValueType) -> Any:
         return obj
     if vtype in _FLOAT_TYPES:
         return _encode_float(value)
+    if vtype == GGUFValueType.STRING and isinstance(value, str) and len(value) > INLINE_STRING_BYTES // 4:
+        nbytes = len(value.encode())
+        if nbytes > INLINE_STRING_BYTES:
+            return {"size": nbytes}
     return value
 
 
@@ -341,6 +350,8 @@ def _decode_value(raw: Any, vtype: GGUFValueType, depth: int = 0) -> Any:
         return GGUFArray(decoded, item_type, offset=offset, nbytes=nbytes)
     if vtype in _FLOAT_TYPES:
         return _NON_FINITE[raw] if isinstance(raw, str) else float(raw)
+    if vtype == GGUFValueType.STRING and isinstance(raw, Mapping):
+        return ElidedString(int(raw["size"]))
     expected: type = {GGUFValueType.STRING: str, GGUFValueType.BOOL: bool}.get(vtype, int)
     if not isinstance(raw, expected) or (expected is int and isinstance(raw, bool)):
         raise ValueError(f"value {shown(raw)} is not of GGUF type {vtype.name}")
@@ -350,8 +361,9 @@ def _decode_value(raw: Any, vtype: GGUFValueType, depth: int = 0) -> Any:
 def header_from_config_entry(entry: Mapping[str, Any]) -> GGUFHeader:
     """Rebuild a header from a config entry (ours or gguf-packer's), so no weights are needed.
 
-    Arrays stored without items come back as :class:`ElidedArray`. A split set comes back as one
-    merged header, as :func:`~ggufpack.gguf_info.header.merge_headers` would make it.
+    Arrays stored without items come back as :class:`ElidedArray`, strings stored as their size as
+    :class:`ElidedString`. A split set comes back as one merged header, as
+    :func:`~ggufpack.gguf_info.header.merge_headers` would make it.
     """
     try:
         gguf = entry["GGUF"]

@@ -134,6 +134,16 @@ class ElidedArray:
 
 
 @dataclass(frozen=True)
+class ElidedString:
+    """A metadata string left out of an image config for its length; only its size in bytes is known."""
+
+    nbytes: int
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+
+@dataclass(frozen=True)
 class TensorInfo:
     """One tensor's entry in the header. ``shape`` is in GGUF order: ``shape[0]`` is the row length."""
 
@@ -159,7 +169,8 @@ class GGUFHeader:
 
     version: int
     metadata: dict[str, Any]
-    """Key → value: ``int``, ``float``, ``bool``, ``str``, :class:`GGUFArray` or :class:`ElidedArray`."""
+    """Key → value: ``int``, ``float``, ``bool``, ``str``, :class:`GGUFArray`, or, rebuilt from an image
+    config, :class:`ElidedArray` and :class:`ElidedString`."""
     tensors: list[TensorInfo]
     data_offset: int
     """Where the tensor data starts: the end of the tensor infos, rounded up to ``alignment``."""

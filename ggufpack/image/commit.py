@@ -16,9 +16,10 @@ from typing import Any, Protocol
 from ..errors import GGUFPackError
 from ..gguf_info import GGUFHeader, model_config_entry, model_labels, read_header_file, split_names
 from ..oci import mediatypes as mt
-from ..oci.descriptor import Descriptor
+from ..oci.descriptor import Descriptor, canonical_json
 from ..oci.image import build_image_config, build_manifest, history_entry, rfc3339
 from ..oci.platform import parse_platform
+from ..oci.reader import MAX_CONFIG_BYTES
 from ..oci.tarlayer import LayerEntry, choose_compression, write_layer
 from ..progress import Progress
 from ..store import Store
@@ -165,7 +166,14 @@ def commit_image(
     )
     if "variant" in target:
         config["variant"] = target["variant"]
-    config_digest, config_size, _ = store.put_json(config)
+    config_bytes = canonical_json(config)
+    if len(config_bytes) > MAX_CONFIG_BYTES:  # what pull (ours, and registries') would refuse
+        tensors = sum(len(entry["GGUF"]["tensorInfos"]) for entry in [*(fields.get(f) for f in _ROLE_FIELDS.values()),
+                                                                       *adapters] if entry)
+        raise GGUFPackError(
+            f"the image config would be {len(config_bytes) >> 20} MiB, over the {MAX_CONFIG_BYTES >> 20} MiB "
+            f"that a pull accepts: the model files describe {tensors} tensors and {len(image_labels)} labels")
+    config_digest, config_size = store.put_bytes(config_bytes)
     manifest = build_manifest(
         Descriptor(mt.OCI_CONFIG, config_digest, config_size), [layer.descriptor for layer in layers], image_labels,
     )
