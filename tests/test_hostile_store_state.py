@@ -390,3 +390,53 @@ def test_sibling_enospc_mid_download_says_what_was_kept_and_prune_reclaims_it(tm
         assert stat.S_ISREG(partial.lstat().st_mode)
         result = store.prune()  # what `ggufpack prune` runs
         assert not partial.exists() and result.bytes_freed >= kept - 4096
+
+
+# --- 7. registry state directories planted as symlinks ------------------------------------------------------
+
+
+@pytest.mark.parametrize("linked", ["state", "state/downloads"])
+def test_sibling_partial_downloads_are_never_written_through_a_symlinked_state_dir(home: Path, tmp_path: Path,
+                                                                                  linked: str) -> None:
+    from ggufpack.registry.download import fetch_blob
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (home / linked).parent.mkdir(parents=True, exist_ok=True)
+    (home / linked).symlink_to(elsewhere, target_is_directory=True)
+    data = os.urandom(4096)
+    with HostileRegistry() as reg:
+        digest = digest_of(data)
+        reg.set("GET", f"/v2/r/blobs/{digest}", Answer(200, [], data))
+        with pytest.raises(GGUFPackError, match=f"{home / linked} is a symlink or not a directory"):
+            fetch_blob(Store(home), RegistryClient(reg.host, reg.settings, None), "r",
+                       Descriptor(mt.OCI_LAYER_TAR, digest, len(data)), _Bar())
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_sibling_known_blobs_are_never_written_through_a_symlinked_state_dir(home: Path, tmp_path: Path) -> None:
+    from ggufpack.registry.known_blobs import KnownBlobs
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (home / "state").mkdir(parents=True, exist_ok=True)
+    (home / "state" / "known-blobs").symlink_to(elsewhere, target_is_directory=True)
+    known = KnownBlobs(Store(home))
+    with pytest.raises(GGUFPackError, match="is a symlink or not a directory"):
+        known.add("registry.example", "team/model", "sha256:" + "0" * 64)
+    assert list(elsewhere.iterdir()) == []
+    assert known.repositories("registry.example", "sha256:" + "0" * 64) == []
+
+
+def test_sibling_known_blobs_file_that_is_a_symlink_is_read_as_empty(home: Path, tmp_path: Path) -> None:
+    from ggufpack.registry.known_blobs import KnownBlobs
+
+    known = KnownBlobs(Store(home))
+    known.add("registry.example", "team/model", "sha256:" + "1" * 64)
+    assert known.repositories("registry.example", "sha256:" + "1" * 64) == ["team/model"]
+    [path] = (home / "state" / "known-blobs").glob("*.json")
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps({"sha256:" + "1" * 64: ["evil/repo"]}))
+    path.unlink()
+    path.symlink_to(planted)
+    assert known.repositories("registry.example", "sha256:" + "1" * 64) == []

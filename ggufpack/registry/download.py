@@ -27,9 +27,9 @@ from ggufpack.progress import Bar
 from ggufpack.registry.client import RegistryClient, RegistryError, header_int
 from ggufpack.store import Store
 from ggufpack.store.ingest import ContentMismatchError
-from ggufpack.store.layout import digest_hex
+from ggufpack.store.layout import digest_hex, state_path
 from ggufpack.terminal import human_size
-from ggufpack.util.fsutil import is_disk_full
+from ggufpack.util.fsutil import ensure_store_dir, is_disk_full
 from ggufpack.util.locking import locked
 
 #: bytes per read from the socket; a cut connection loses at most the read in progress
@@ -37,8 +37,7 @@ _CHUNK = 256 * 1024
 
 
 def _partial_path(store: Store, digest: str) -> Path:
-    directory = store.layout.state_dir("downloads")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = ensure_store_dir(store.root, state_path("downloads"))  # never through a planted symlink
     return directory / f"{digest_hex(digest)}.partial"
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import stat
 from pathlib import Path
 from typing import Any
 
+from ggufpack.errors import GGUFPackError
 from ggufpack.store import Store
-from ggufpack.util.fsutil import atomic_write
+from ggufpack.store.layout import state_path
+from ggufpack.util.fsutil import atomic_write, ensure_store_dir, read_small_file
 from ggufpack.util.locking import locked
 
 #: repositories remembered per blob (the newest win)
@@ -27,16 +28,14 @@ def read_advisory_json(path: Path, limit: int) -> Any:
     """The JSON in a state file of ours that only speeds things up, or None when it is missing, not a regular
     file (a FIFO or a link planted in a shared store), larger than ``limit`` bytes, or not JSON."""
     try:
-        st = path.lstat()
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
+        return json.loads(read_small_file(path, limit))  # one open: no check-then-open window
+    except (OSError, GGUFPackError, ValueError, RecursionError):
         return None
 
 
 class KnownBlobs:
     def __init__(self, store: Store) -> None:
+        self.root = store.root
         self.directory = store.layout.state_dir("known-blobs")
 
     def _path(self, registry: str) -> Path:
@@ -55,7 +54,7 @@ class KnownBlobs:
 
     def add(self, registry: str, repository: str, digest: str) -> None:
         path = self._path(registry)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_store_dir(self.root, state_path("known-blobs"))  # never through a planted symlink
         with locked(path.with_suffix(".lock")):
             data = self._read(path)
             repos = [r for r in data.get(digest, []) if r != repository]
