@@ -39,7 +39,7 @@ IN_PROCESS = """\
 import sys, time
 from pathlib import Path
 from ggufpack.quantize.inprocess import quantize
-from ggufpack.quantize.options import QuantizeOptions
+from ggufpack.options.quantize import QuantizeOptions
 start = time.perf_counter()
 quantize(Path(sys.argv[1]), Path(sys.argv[2]), QuantizeOptions(type=sys.argv[3], threads=int(sys.argv[4])))
 print(f"main: quantize time = {(time.perf_counter() - start) * 1000:8.2f} ms")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cli_backends, cli_convert, cli_estimate, cli_quantize, cli_registry, cli_run
 from .cli_common import add_progress_options, add_registry_options, client_for, progress_for, store_for
 from .errors import NO_SPACE_ERRNOS, DiskFullError, GGUFPackError, UsageError, printable
+from .oci.platform import DEFAULT_PLATFORM
 from .packerfile import DEFAULT_FILENAME
 from .version import __version__
 
@@ -91,6 +91,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         labels=parse_labels(args.label), no_cache=args.no_cache, platform=args.platform, store=store,
         progress=progress, plain_http=args.plain_http, insecure=args.insecure, backend=args.backend,
     )
+    from .plan import unused_build_args_warning
+
+    warning = unused_build_args_warning(result.plan)
+    if warning:  # on stderr even with -q, as plan prints it
+        print(warning, file=sys.stderr)
     exported = result.descriptor
     if args.format == "modelpack":
         from .formats.modelpack import export_modelpack
@@ -105,7 +110,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         progress.log(f"tagged {ref}")
     if args.push:
         _push_tags(args, store, result.refs, progress)
-    print(result.descriptor.digest)
+    print(exported.digest)  # what --push and --output send: the image, or its ModelPack artifact
     return 0
 
 
@@ -121,7 +126,7 @@ def _push_tags(args: argparse.Namespace, store: Store, refs: Sequence[str], prog
     for target in targets:
         result = push_image(store, str(target), target, client_for(args, target.registry or ""), progress,
                             fmt=args.format)
-        progress.log(f"pushed {result.reference}")
+        progress.log(f"pushed {result.reference} ({result.digest})")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -160,11 +165,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     # every value below may come from the image (GGUF metadata, labels, history): printed escaped
     print(f"ID:        {info['id']}")
     print(f"Refs:      {cell(', '.join(info['refs']) or '<none>')}")
-    print(f"Created:   {cell(info['created'])}")
-    print(f"Platform:  {cell(info['platform'])}")
+    artifact = info.get("artifact")  # another tool's model artifact, still in the registry
+    print(f"Created:   {cell(info['created']) or '<unknown>'}")
+    kind = f"{artifact['format']} artifacts name" if artifact else "the image names"
+    print(f"Platform:  {cell(info['platform']) if info['platform'] else f'<none> ({kind} none)'}")
     where = f"{human_size(info['disk_usage'])} on disk" if "disk_usage" in info else "in the registry"
     print(f"Size:      {human_size(info['size'] or 0)} of GGUF, {where}")
-    print(f"Cmd:       {cell(json.dumps(info['cmd'], ensure_ascii=False))}")
+    cmd = cell(json.dumps(info["cmd"], ensure_ascii=False)) if info["cmd"] is not None else \
+        "<made by pull from the artifact's layers>" if artifact else "<none>"
+    print(f"Cmd:       {cmd}")
+    facts = [artifact.get("architecture"), artifact.get("parameters") and f"{artifact['parameters']} parameters",
+             artifact.get("quantization")] if artifact else []
+    if any(facts):
+        print(f"Model:     {cell(', '.join(f for f in facts if f))} (as the {artifact['format']} config states)")
     for role in ("model", "drafter", "projector"):
         if info[role]:
             print(f"{role.capitalize() + ':':<10} {cell(_model_line(info[role]))}")
@@ -204,7 +217,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     store = store_for(args)
     for item in args.images:
-        for ref in store.remove(item):
+        for ref in store.remove(item, force=args.force):
             print(f"untagged {ref}")
     return 0
 
@@ -220,6 +233,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     result = store.prune(cache.roots())
     print(f"removed {result.blobs_removed} blob(s) and {result.files_removed} file(s), "
           f"freed {human_size(result.bytes_freed)}")
+    if result.images_held:
+        print(f"kept {result.images_held} image(s) no ref names while running servers use them "
+              "(they go with the next prune once those servers stop)")
     return 0
 
 
@@ -228,11 +244,19 @@ def _add_packerfile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--build-arg", action="append", default=[], metavar="K=V",
                         help="set a build-time variable declared by ARG (repeatable)")
     parser.add_argument("--target", help="stage to build (name or index; default: the last)")
-    parser.add_argument("--platform", help="target platform os/arch (default: this machine's)")
+    parser.add_argument("--platform", help=f"target platform os/arch (default: {DEFAULT_PLATFORM} on every machine: "
+                                           "a model image holds no machine code)")
     parser.add_argument("context", nargs="?", default=".", help="build context directory (default: .)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: the modules that register the other commands (each a ``register(sub)``); not imported for a command
+#: defined here, so that ``plan`` loads no registry, server or backend code
+_COMMAND_MODULES = ("cli_registry", "cli_convert", "cli_quantize", "cli_backends", "cli_estimate", "cli_run")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line's parser; with ``argv`` naming a command defined in this module
+    (``plan``, ``build``, ...), one without the other modules' commands, which that line cannot reach."""
     parser = _ArgumentParser(prog="ggufpack", description="Build, store, ship and run GGUF model images.")
     parser.add_argument("--version", action="version", version=f"ggufpack {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -255,10 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--backend", metavar="NAME",
                        help="llama.cpp backend for QUANTIZE and IMATRIX (default: llama-cpp-python in-process)")
     build.add_argument("--format", choices=["image", "modelpack"], default="image",
-                       help="what --push and --output send: the image, or its CNCF ModelPack artifact "
-                            "(the store keeps the image either way)")
+                       help="what --push and --output send, and whose digest is printed: the image, or its CNCF "
+                            "ModelPack artifact (the store keeps the image under the tags either way)")
     add_registry_options(build)
-    add_progress_options(build, "print only the image digest")
+    add_progress_options(build, "print only the digest (the image's; its artifact's with --format modelpack)")
     build.set_defaults(func=cmd_build)
 
     lst = sub.add_parser("list", aliases=["ls"], help="list images in the local store")
@@ -278,14 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     remove = sub.add_parser("remove", aliases=["rm"], help="remove image refs (blobs go with prune)")
     remove.add_argument("images", nargs="+", metavar="REF|ID")
+    remove.add_argument("-f", "--force", action="store_true",
+                        help="by ID, untag the image even when refs of several repositories name it")
     remove.set_defaults(func=cmd_remove)
 
     prune = sub.add_parser("prune", help="delete blobs and files no image or build cache entry uses")
     prune.add_argument("--cache", action="store_true", help="drop the build cache first")
     prune.set_defaults(func=cmd_prune)
 
-    for module in (cli_registry, cli_convert, cli_quantize, cli_backends, cli_estimate, cli_run):
-        module.register(sub)
+    words = [a for a in argv or () if a != "--debug"]
+    if not words or words[0] not in sub.choices:
+        for name in _COMMAND_MODULES:
+            importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
 
 
@@ -296,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["--debug", *[a for a in argv if a != "--debug"]]
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser(argv).parse_args(argv)
             func: Callable[[argparse.Namespace], int] = args.func
             return func(args)
         except OSError as exc:
@@ -306,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DiskFullError.from_os_error(exc) from exc
     except GGUFPackError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         # a message may quote input (a file, a registry's answer): no terminal escapes, no megabytes
         print(f"error: {printable(str(exc))}", file=sys.stderr)

@@ -43,11 +43,9 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
 
 def client_for(args: argparse.Namespace, registry: str) -> RegistryClient:
     """A client for ``registry`` with its saved settings and this command's flags."""
-    from .registry.client import RegistryClient
-    from .registry.settings import settings_for
+    from .api import registry_client
 
-    settings = settings_for(registry, plain_http=args.plain_http, insecure=args.insecure)
-    return RegistryClient(registry, settings)
+    return registry_client(registry, plain_http=args.plain_http, insecure=args.insecure)
 
 
 def positive_int(text: str) -> int:

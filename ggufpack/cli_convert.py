@@ -10,41 +10,29 @@ import argparse
 from pathlib import Path
 
 from .cli_common import add_progress_options, progress_for
-from .errors import UsageError
-from .packerfile.instructions import SIZE_HELP, size_in_bytes
+from .options.convert import AUTO, ConvertOptions
+from .options.declare import add_arguments, from_arguments
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import OUTPUT_TYPES
     from .convert.api import convert, resolved_out_type
     from .terminal import human_size
 
-    out_type = args.outtype.upper()
-    if out_type not in OUTPUT_TYPES:
-        raise UsageError(f"--outtype {args.outtype!r}: choose one of {', '.join(OUTPUT_TYPES)}")
-    if args.model_class == "lora" and args.base is None:
-        raise UsageError("--class lora needs --base DIR, the Hugging Face directory of the adapter's base model")
-    if args.model_class == "model" and args.base is not None:
-        raise UsageError("--base only applies to --class lora")
-    split = None
-    if args.split_max_size is not None:
-        split = size_in_bytes(args.split_max_size)
-        if split is None:
-            raise UsageError(f"--split-max-size {args.split_max_size!r}: {SIZE_HELP}")
+    options = from_arguments(ConvertOptions, args).validated()
     src = Path(args.source)
-    base = Path(args.base) if args.base is not None else None
+    base = Path(options.base) if options.base is not None else None
     outfile = Path(args.outfile) if args.outfile else None
     if outfile is None:
         # like llama.cpp: named after the source and the type, in the current directory
-        named_type = out_type if out_type != "AUTO" else resolved_out_type(
-            src, out_type, model_class=args.model_class, base=base)
+        named_type = options.out_type if options.out_type != AUTO else resolved_out_type(
+            src, options.out_type, model_class=options.model_class, base=base)
         outfile = Path(f"{src.resolve().name}-{named_type}.gguf")
     progress = progress_for(args)
-    result = convert(src, outfile, out_type=out_type, model_class=args.model_class, base=base,
-                     model_name=args.model_name, split_max_size=split, progress=progress)
+    result = convert(src, outfile, out_type=options.out_type, model_class=options.model_class, base=base,
+                     model_name=options.model_name, split_max_size=options.split_max_size, progress=progress)
     for path in result.paths:
         print(path)
-    kind = "LoRA adapter" if args.model_class == "lora" else "model"
+    kind = "LoRA adapter" if options.model_class == "lora" else "model"
     progress.log(f"{result.architecture} {kind} ({result.hf_architecture}), {result.out_type}, "
                  f"{result.tensor_count} tensors, {human_size(result.size)}")
     return 0
@@ -59,13 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="SRC", help="the model or adapter directory")
     parser.add_argument("--outfile", metavar="OUT", help="output file (default: ./<SRC name>-<type>.gguf)")
-    parser.add_argument("--outtype", default="F16", metavar="TYPE",
-                        help="F32, F16 (default), BF16, Q8_0, ... or AUTO (BF16 for bf16 weights, else F16); "
-                             "an unknown type lists them all")
-    parser.add_argument("--class", dest="model_class", choices=["model", "lora"], default="model",
-                        help="what SRC holds (default: model)")
-    parser.add_argument("--base", metavar="DIR", help="with --class lora: the base model's Hugging Face directory")
-    parser.add_argument("--model-name", help="general.name (default: from the model card or SRC's name)")
-    parser.add_argument("--split-max-size", metavar="SIZE", help="split into shards of at most SIZE (e.g. 2G, 500M)")
+    add_arguments(parser, ConvertOptions)  # the options of the CONVERT instruction, and --model-name
     add_progress_options(parser, "print only the written path")
     parser.set_defaults(func=cmd_convert)

@@ -21,7 +21,7 @@ from .cli_common import (
     store_for,
 )
 from .errors import UsageError
-from .packerfile.instructions import SIZE_HELP, size_in_bytes
+from .options.values import SIZE_HELP, size_in_bytes
 
 if TYPE_CHECKING:
     from .refs import Reference
@@ -55,18 +55,17 @@ def _stop_on_signal(stop: threading.Event) -> Iterator[None]:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .registry.push import push_image
+    from .api import push
 
     target = _registry_ref(args.target or args.image)
-    store = store_for(args)
     progress = progress_for(args)
     chunk_size = size_in_bytes(args.chunk_size)
     if not chunk_size:
         raise UsageError(f"--chunk-size {args.chunk_size!r}: {SIZE_HELP}")
     stop = threading.Event()
     with _stop_on_signal(stop):
-        result = push_image(store, args.image, target, client_for(args, target.registry or ""), progress,
-                            chunk_size=chunk_size, jobs=args.jobs, stop=stop, fmt=args.format)
+        result = push(args.image, str(target), store=store_for(args), progress=progress, plain_http=args.plain_http,
+                      insecure=args.insecure, format=args.format, jobs=args.jobs, chunk_size=chunk_size, stop=stop)
     s = result.stats
     progress.log(f"pushed {result.reference}: {s.sent} blob(s) sent ({s.resumed} resumed), "
                  f"{s.skipped} already there, {s.mounted} mounted")
@@ -75,14 +74,12 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .oci.platform import DEFAULT_PLATFORM
-    from .registry.pull import pull_image
+    from .api import pull
 
     ref = _registry_ref(args.image)
-    store = store_for(args)
     progress = progress_for(args)
-    result = pull_image(store, ref, client_for(args, ref.registry or ""), platform=args.platform or DEFAULT_PLATFORM,
-                        progress=progress, jobs=args.jobs)
+    result = pull(str(ref), store=store_for(args), platform=args.platform, progress=progress,
+                  plain_http=args.plain_http, insecure=args.insecure, jobs=args.jobs)
     note = "" if result.format == "image" else f" (imported from a {result.format} artifact)"
     progress.log(f"pulled {result.reference}{note}: {result.stats.fetched} blob(s) fetched, "
                  f"{result.stats.present} already here")
@@ -104,7 +101,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def cmd_login(args: argparse.Namespace) -> int:
     from .registry.auth import Credentials, save_credentials
-    from .registry.client import RegistryClient
+    from .registry.client import CredentialsRefused, RegistryClient
     from .registry.settings import settings_for
 
     username = args.username
@@ -116,7 +113,11 @@ def cmd_login(args: argparse.Namespace) -> int:
     if not creds.password:
         raise UsageError("empty password")
     settings = settings_for(args.registry, plain_http=args.plain_http, insecure=args.insecure)
-    RegistryClient(args.registry, settings, creds).ping()  # a wrong password fails here, before anything is saved
+    try:
+        RegistryClient(args.registry, settings, creds).ping()  # a wrong password fails here, before anything is saved
+    except CredentialsRefused:
+        raise CredentialsRefused(f"login to {args.registry} failed: the registry refused the credentials of user "
+                                 f"{username!r} (wrong username or password?); nothing was saved", 401) from None
     path = save_credentials(args.registry, creds)
     print(f"Login succeeded ({args.registry}; credentials saved in {path})")
     return 0
@@ -141,11 +142,19 @@ def remote_details(ref: Reference, args: argparse.Namespace) -> dict[str, Any]:
 
     remote = inspect_remote(client_for(args, ref.registry or ""), ref, DEFAULT_PLATFORM)
     config = ImageConfig.parse(remote.config, str(ref))  # the typed reader list, pull and run use
-    return {
+    manifest = ImageManifest.parse(remote.parsed, str(ref))
+    details = {
         "id": remote.manifest.digest.split(":", 1)[1], "digest": remote.manifest.digest, "refs": [str(ref)],
-        "created": config.created, "format": remote.format,
-        **image_details(ImageManifest.parse(remote.parsed, str(ref)), config),
+        "created": config.created, "format": remote.format, **image_details(manifest, config),
     }
+    if remote.format != "image":  # another tool's artifact: what its manifest and config tell, until pulled
+        from .formats import artifact_summary
+
+        artifact = artifact_summary(remote.format, manifest, remote.config, str(ref))
+        created = artifact.pop("created")
+        details.update(created=details["created"] or created or "", artifact=artifact,
+                       **{key: artifact.pop(key) for key in ("size", "cmd", "labels", "layers")})
+    return details
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .cli_common import add_progress_options, add_registry_options, client_for, progress_for, store_for
+from .cli_common import add_progress_options, add_registry_options, progress_for, store_for
+from .run import DEFAULT_PORT, DEFAULT_TIMEOUT_S
 
 if TYPE_CHECKING:
     from .run.image import RunnableImage
     from .store import Store
-
-DEFAULT_PORT = 8080
-DEFAULT_TIMEOUT_S = 300.0
+    from .store.leases import Lease
 
 
 def _port(text: str) -> int:
@@ -30,29 +28,47 @@ def _port(text: str) -> int:
     return port
 
 
-def _open(args: argparse.Namespace, store: Store) -> RunnableImage:
-    """The image, pulled first when it is a registry ref the store lacks."""
+def _open(args: argparse.Namespace, store: Store, lease_id: str | None = None) -> tuple[RunnableImage, Lease | None]:
+    """The image, pulled first when it is a registry ref the store lacks; held by a lease unless
+    this is a dry run (the lease keeps its files through ``remove`` and ``prune`` while it is served)."""
+    from .api import registry_puller
     from .oci.platform import DEFAULT_PLATFORM
-    from .refs import parse_reference
-    from .registry.pull import pull_image
-    from .run.image import open_image
+    from .run.image import hold_image, open_image
 
     platform = args.platform or DEFAULT_PLATFORM
+    puller = registry_puller(store, progress_for(args), plain_http=args.plain_http, insecure=args.insecure)
 
     def fetch(name: str) -> None:
-        ref = parse_reference(name)
-        pull_image(store, ref, client_for(args, ref.registry or ""), platform=platform, progress=progress_for(args))
+        puller(name, platform)
 
-    return open_image(store, args.image, platform, fetch)
+    if args.dry_run:
+        return open_image(store, args.image, platform, fetch), None
+    return hold_image(store, args.image, platform, fetch, lease_id)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import detached
-    from .run.runtimes import plan_launch
-    from .run.server import check_port, serve, serve_detached
 
+    if not args.dry_run and _talks(args):
+        return _talk(args)
+    if args.detach and not args.dry_run:
+        return _run_detached(args)
     store = store_for(args)
-    image = _open(args, store)
+    run_id = detached.new_id()
+    image, lease = _open(args, store, run_id)
+    try:
+        return _serve(args, image, lease)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _serve(args: argparse.Namespace, image: RunnableImage, lease: Lease | None) -> int:
+    from dataclasses import replace
+
+    from .run.runtimes import plan_launch
+    from .run.server import check_port, serve
+
     launch = plan_launch(image, args.runtime, host=args.host, port=args.port, extra=list(args.server_args),
                          backend=args.backend, docker_image=args.docker_image, dry_run=args.dry_run)
     for note in launch.notes:
@@ -60,24 +76,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(shlex.join(launch.argv))
         return 0
+    assert lease is not None and lease.fd is not None
+    launch = replace(launch, keep_fds=(lease.fd,))
     check_port(args.host, args.port)
-    if not args.detach:
-        def ready() -> None:
-            print(f"serving {args.image} ({launch.runtime}) at {launch.url}/v1; Ctrl-C stops it", flush=True)
 
-        return serve(launch, args.timeout, ready)
-    run_id = detached.new_id()
-    log = detached.prepare_log(store.root, run_id)
-    launch = detached.mark(launch, run_id)
+    def ready() -> None:
+        print(f"serving {args.image} ({launch.runtime}) at {launch.url}/v1; Ctrl-C stops it", flush=True)
 
-    def remember(proc: subprocess.Popen[bytes]) -> None:
-        record = detached.record_for(run_id, proc.pid, launch, ref=args.image, image=image.digest)
-        if record is not None:
-            detached.save(store.root, record)
+    return serve(launch, args.timeout, ready)
 
-    serve_detached(launch, args.timeout, log, remember, lambda: detached.forget_record(store.root, run_id))
-    print(run_id)
-    print(f"serving {args.image} ({launch.runtime}) at {launch.url}/v1; stop it with: ggufpack stop {run_id}",
+
+def _talks(args: argparse.Namespace) -> bool:
+    """Does this ``run`` answer a prompt or chat (:func:`ggufpack.run.interactive.wants_client`)?"""
+    from .errors import UsageError
+    from .run.interactive import wants_client
+
+    if args.detach:
+        if args.prompt is not None or args.interactive or args.tty:
+            raise UsageError("--detach serves in the background, a PROMPT or -i/-it talks to a server of its own: "
+                             "give one or the other")
+        return False
+    return wants_client(args.prompt, args.interactive or args.tty)
+
+
+def _talk(args: argparse.Namespace) -> int:
+    """``run REF PROMPT`` / ``run -it REF``: :func:`ggufpack.run.interactive.talk` on a server of its own."""
+    from .run.interactive import talk
+
+    image, lease = _open(args, store_for(args))
+    assert lease is not None and lease.fd is not None
+    try:
+        return talk(image, prompt=args.prompt, interactive=args.interactive or args.tty, runtime=args.runtime,
+                    backend=args.backend, docker_image=args.docker_image, extra=list(args.server_args),
+                    timeout=args.timeout, keep_fds=(lease.fd,), debug=getattr(args, "debug", False))
+    finally:
+        lease.release()
+
+
+def _run_detached(args: argparse.Namespace) -> int:
+    """``run --detach``: the library's :func:`ggufpack.api.run`, which returns once the server answers."""
+    from .api import run
+
+    server = run(args.image, port=args.port, host=args.host, server_args=args.server_args, runtime=args.runtime,
+                 backend=args.backend, docker_image=args.docker_image, timeout=args.timeout, platform=args.platform,
+                 store=store_for(args), progress=progress_for(args), plain_http=args.plain_http,
+                 insecure=args.insecure)
+    for note in server.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(server.id)
+    print(f"serving {args.image} ({server.runtime}) at {server.url}/v1; stop it with: ggufpack stop {server.id}",
           file=sys.stderr)
     return 0
 
@@ -142,13 +189,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     run = sub.add_parser(
         "run", help="serve an image with llama.cpp behind an OpenAI-compatible API",
-        usage="ggufpack run [options] REF [-- SERVER-ARGS...]",
+        usage="ggufpack run [options] REF [PROMPT] [-- SERVER-ARGS...]",
         description="Start a llama.cpp server on the image's model files in the store, with the image's CMD, and "
-                    "wait until it answers. Words after -- are extra llama-server arguments.",
+                    "wait until it answers. With a PROMPT (or one piped into stdin), print the answer and stop; "
+                    "with -it, chat in the terminal (both on a free loopback port; -p/--host do not apply). "
+                    "Words after -- are extra llama-server arguments.",
     )
     run.add_argument("image", metavar="REF", help="image ref or ID (a registry ref is pulled when missing)")
+    run.add_argument("prompt", metavar="PROMPT", nargs="?",
+                     help="answer this once and exit ('-': read it from stdin); an embedding model prints the "
+                          "vector as JSON")
+    run.add_argument("-i", "--interactive", action="store_true", help="chat in the terminal (-it as with docker)")
+    run.add_argument("-t", dest="tty", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                     help="auto (default): llama-cpp-python's server when installed, else an installed llama-server")
+                     help="auto (default): llama-cpp-python's server when installed and it can honour the CMD "
+                          "(it serves one slot, no draft model), else an installed llama-server")
     run.add_argument("--backend", help="llama.cpp backend whose llama-server to run (ggufpack backends list)")
     run.add_argument("-p", "--port", type=_port, default=DEFAULT_PORT, help=f"port to listen on ({DEFAULT_PORT})")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")

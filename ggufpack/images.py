@@ -31,19 +31,24 @@ class ImageSummary:
     created: str
     size: int
     disk_usage: int
+    #: the model's numbers as its config states them (None without a model entry), for ``--format json``
+    parameter_count: int | None = None
+    bits_per_weight: float | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """Numbers as JSON numbers (sizes in bytes, parameters a count, bits per weight a float); the
+        table's human forms (``102.72 K``, ``8.57 bpw``) are what ``list`` prints."""
         return {
             "name": self.name, "tag": self.tag, "id": self.image_id, "architecture": self.arch,
-            "parameters": self.params, "bpw": self.bpw, "filetype": self.file_type, "usage": self.usage,
-            "created": self.created, "size": self.size, "disk_usage": self.disk_usage,
+            "parameters": self.parameter_count, "bpw": self.bits_per_weight, "filetype": self.file_type,
+            "usage": self.usage, "created": self.created, "size": self.size, "disk_usage": self.disk_usage,
         }
 
 
 def summarize(store: Store, record: ImageRecord) -> list[ImageSummary]:
     """One summary per ref of the image (one with an empty name when it has none)."""
     image = read_image(store, record)
-    labels = image.config.labels
+    labels, model = image.config.labels, image.config.model
     disk = store.disk_usage(image_digests(record, image))
     refs = record.refs or ("",)
     rows = []
@@ -57,16 +62,20 @@ def summarize(store: Store, record: ImageRecord) -> list[ImageSummary]:
             params=labels.get("gguf.model.parameters", ""), bpw=labels.get("gguf.model.bpw", ""),
             file_type=labels.get("gguf.model.filetype", ""), usage=labels.get("gguf.model.usage", ""),
             created=record.created, size=image.config.size, disk_usage=disk,
+            parameter_count=model.parameters if model else None,
+            bits_per_weight=round(model.bits_per_weight, 4) if model and model.bits_per_weight is not None else None,
         ))
     return rows
 
 
 def list_images(store: Store) -> tuple[list[ImageSummary], list[str]]:
     """The summaries of every readable image, and one warning per image that could not be read: one
-    bad image (a hostile config, a damaged blob) never hides the others."""
+    bad image (a hostile config, a damaged blob) never hides the others. An image no ref names that a
+    running server holds is listed as ``<none>``, as Docker lists an untagged image a container uses."""
     summaries: list[ImageSummary] = []
     warnings = [f"{store.layout.index}: {problem}; that entry is left out" for problem in store.malformed_entries()]
-    for record in store.images():
+    images = store.images()
+    for record in images + store.held_images(images):
         try:
             summaries += summarize(store, record)
         except GGUFPackError as exc:
@@ -94,7 +103,7 @@ def image_details(manifest: ImageManifest, config: ImageConfig) -> dict[str, Any
         return entry.summary() if entry is not None else None
 
     return {
-        "platform": f"{config.os}/{config.architecture}",
+        "platform": f"{config.os}/{config.architecture}" if config.os and config.architecture else None,
         "cmd": list(config.cmd) if config.cmd is not None else None,
         "size": config.size,
         "model": model(config.model),

@@ -71,6 +71,9 @@ def test_list_table_and_json(cli: Cli, built: tuple[Path, str], gguf_bytes: byte
     assert item["size"] == len(gguf_bytes)
     assert item["disk_usage"] >= len(gguf_bytes)  # the layer blob at least
     assert item["filetype"] == "Q8_0" and item["usage"] == "text-to-text"
+    # numbers are JSON numbers, not the table's text: a count, bits per weight, bytes
+    assert item["parameters"] == 102720 and item["bpw"] == pytest.approx(8.57, abs=0.005)
+    assert all(type(item[key]) is int for key in ("parameters", "size", "disk_usage"))
 
 
 def test_inspect_text_and_json(cli: Cli, built: tuple[Path, str]) -> None:
@@ -103,13 +106,53 @@ def test_tag_and_remove(cli: Cli, built: tuple[Path, str]) -> None:
 
     removed = cli("remove", "other")
     assert removed.code == 0 and removed.out.strip() == "untagged other:latest"
-    # by ID: every ref of the image goes
-    removed = cli("rm", digest[7:17])
+    # by ID: every ref of the image goes (with -f, as refs of two repositories name it)
+    removed = cli("rm", "-f", digest[7:17])
     assert removed.code == 0
     assert sorted(removed.out.split()) == ["example.com/team/sample:1", "third:2", "untagged", "untagged"]
     assert json.loads(cli("list", "--format", "json").out) == []
     missing = cli("remove", "nothing:here")
     assert missing.code == 2 and "no image 'nothing:here'" in missing.err
+
+
+def test_build_warns_about_build_args_no_arg_declares(cli: Cli, tmp_path: Path, gguf_bytes: bytes) -> None:
+    """As ``plan`` does and Docker ("One or more build-args [X] were not consumed"), even with -q."""
+    context = sample_context(tmp_path / "ctx", gguf_bytes)
+    run = cli("build", "-q", "--build-arg", "NOT_DECLARED=1", "--build-arg", "OTHER=2", str(context))
+    assert run.code == 0, run.err
+    assert run.err.splitlines() == ["warning: build args not declared by any ARG: NOT_DECLARED, OTHER"]
+    assert run.out.strip().startswith("sha256:")
+    assert "warning" not in cli("build", "-q", str(context)).err
+
+
+def test_build_help_names_the_default_platform(tmp_path: Path) -> None:
+    from ggufpack.oci.platform import DEFAULT_PLATFORM
+
+    for command in ("build", "plan"):
+        shown = " ".join(run_cli([command, "--help"], tmp_path / "home").out.split())
+        assert f"(default: {DEFAULT_PLATFORM} on every machine" in shown and "this machine's" not in shown
+
+
+def test_remove_by_id_of_an_image_several_repositories_name_needs_force(cli: Cli, built: tuple[Path, str]) -> None:
+    """Docker's ``rmi <ID>``: refs of several repositories need ``-f`` (the refusal names them; each can
+    still be removed by name), refs of one repository go together (``test_tag_and_remove`` forces)."""
+    _, digest = built
+    assert cli("tag", digest, "first:1").code == 0 and cli("tag", digest, "second:1").code == 0
+    before = (cli.home / "index.json").read_bytes()
+    for target in (digest[7:19], digest):
+        refused = cli("rm", target)
+        assert refused.code == 2 and "Traceback" not in refused.err
+        assert "image is referenced in multiple repositories" in refused.err
+        assert all(ref in refused.err for ref in ("example.com/team/sample:1", "first:1", "second:1"))
+        assert "-f" in refused.err
+        assert (cli.home / "index.json").read_bytes() == before
+    assert cli("rm", "first:1", "second:1").out.split() == ["untagged", "first:1", "untagged", "second:1"]
+    assert cli("tag", digest, "example.com/team/sample:2").code == 0
+    same_repo = cli("rm", digest[7:19])
+    assert same_repo.code == 0
+    assert sorted(same_repo.out.split()) == ["example.com/team/sample:1", "example.com/team/sample:2", "untagged",
+                                             "untagged"]
+    assert json.loads(cli("list", "--format", "json").out) == []
 
 
 def test_remove_refuses_an_ambiguous_id_prefix(cli: Cli, built: tuple[Path, str]) -> None:

@@ -165,6 +165,7 @@ def test_a_convert_failure_names_the_convert_line(
     run = cli_main(["build", "-q", str(context)], tmp_path / "home", capsys, monkeypatch)
     assert run.code == 1 and "Traceback" not in run.err
     assert f"error: {context}/GGUFPackerfile:3:1: " in run.err and "safetensors" in run.err, run.err
+    assert "convert-src" not in run.err and "ingest" not in run.err, run.err  # the Packerfile's names only
 
 
 def test_a_quantize_failure_names_the_quantize_line(

@@ -70,7 +70,8 @@ def test_split_prints_every_shard(base: Path, tmp_path: Path):
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["{base}", "--outtype", "Q4_K_M"], 2, f"--outtype 'Q4_K_M': choose one of {', '.join(OUTPUT_TYPES)}"),
+        (["{base}", "--outtype", "Q4_K_M"], 2,
+         f"--outtype 'Q4_K_M' is not a conversion type: choose one of {', '.join(OUTPUT_TYPES)}"),
         (["{adapter}", "--class", "lora"], 2, "--class lora needs --base DIR"),
         (["{base}", "--base", "{base}"], 2, "--base only applies to --class lora"),
         (["{base}", "--split-max-size", "2GB"], 2, "--split-max-size '2GB': write a number"),
@@ -111,3 +112,25 @@ def test_unwritable_output_is_a_clear_error(base: Path, tmp_path: Path):
 def test_debug_shows_the_traceback(tmp_path: Path):
     result = run_cli(["--debug", "convert", str(tmp_path / "nope")], tmp_path / ".home", cwd=tmp_path)
     assert result.code == 1 and "Traceback" in result.err and "not a directory" in result.err
+
+
+def test_a_staged_source_is_named_as_the_caller_names_it(base: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The build stages a CONVERT source in a scratch directory: ``shown_as`` makes the progress line and the
+    errors name the Packerfile's source and destination, never the scratch paths."""
+    from ggufpack.convert import convert
+    from ggufpack.errors import GGUFPackError
+    from ggufpack.progress import Progress
+
+    scratch = tmp_path / "ingest" / "build-0" / "convert-src"
+    shutil.copytree(base, scratch)
+    out = tmp_path / "ingest" / "build-0" / "convert-out" / "m.gguf"
+    names = {scratch: "tiny-llama", out: "/models/m.gguf"}
+    convert(scratch, out, shown_as=names, progress=Progress("plain"))
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line == "converting tiny-llama (LlamaForCausalLM model) to F16: /models/m.gguf"
+    (scratch / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(GGUFPackError) as failed:
+        convert(scratch, out, shown_as=names)
+    assert str(failed.value).startswith("tiny-llama/model.safetensors: not a safetensors file")
+    assert "ingest" not in str(failed.value)

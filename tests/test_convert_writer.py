@@ -149,7 +149,7 @@ def test_tensor_types_follow_llama_cpp_converter(name: str, shape: tuple[int, ..
 
 def test_packerfile_convert_types_are_the_converters():
     from ggufpack.convert import OUTPUT_TYPES
-    from ggufpack.packerfile.instructions import CONVERT_TYPES
+    from ggufpack.options.convert import CONVERT_TYPES
 
     assert {"TQ1_0", "TQ2_0"} <= set(OUTPUT_TYPES)
     assert CONVERT_TYPES == OUTPUT_TYPES  # the Packerfile checks --type without importing the converter

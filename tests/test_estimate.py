@@ -37,7 +37,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 def test_json_components_add_up_and_follow_the_rules(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["estimate", str(tiny), "-c", "1000", "-np", "2", "-ngl", "0", "-fa", "off", "--json"], capsys)
+    code, out, _ = _run(["estimate", str(tiny), "-c", "1000", "-np", "2", "-ngl", "0", "-fa", "off", "--json",
+                         "--runtime", "llama-server", "--gpus", "1"], capsys)
     assert code == 0
     row = json.loads(out)["estimates"][0]
     ram = row["ram"]
@@ -53,7 +54,7 @@ def test_json_components_add_up_and_follow_the_rules(tiny: Path, capsys: pytest.
 
 
 def test_gpu_layers_step_sweeps_to_full_offload(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["estimate", str(tiny), "--gpu-layers-step", "2", "--json"], capsys)
+    code, out, _ = _run(["estimate", str(tiny), "--gpu-layers-step", "2", "--json", "--gpus", "1"], capsys)
     rows = json.loads(out)["estimates"]
     assert code == 0
     assert [r["offload_layers"] for r in rows] == [0, 2, 4, 5]
@@ -61,7 +62,7 @@ def test_gpu_layers_step_sweeps_to_full_offload(tiny: Path, capsys: pytest.Captu
     full = rows[-1]
     assert full["ram"]["weights"] == N_EMBD * N_VOCAB * 2  # only the token embeddings stay on the host
     assert full["ram"]["kv"] == 0 and full["vram"][0]["kv"] == rows[0]["ram"]["kv"]
-    code, out, _ = _run(["estimate", str(tiny), "--gpu-layers-step", "2"], capsys)
+    code, out, _ = _run(["estimate", str(tiny), "--gpu-layers-step", "2", "--gpus", "1"], capsys)
     assert "FULL OFFLOADED" in out and "VRAM 0 NONUMA" in out and "MiB" in out and len(out.splitlines()) == 5
 
 
@@ -180,3 +181,13 @@ def test_missing_file_and_unknown_image(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 1 and "no such GGUF file" in err
     code, _, err = _run(["estimate", "no-such-image:latest"], capsys)
     assert code in (1, 2) and err.startswith("error: ")
+
+
+def test_format_json_as_elsewhere_and_json_as_its_alias(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--format json`` as ``list``, ``inspect`` and ``ps`` spell it; ``--json`` stays as an alias."""
+    code, by_format, _ = _run(["estimate", str(tiny), "--format", "json"], capsys)
+    assert code == 0 and json.loads(by_format)["estimates"]
+    assert _run(["estimate", str(tiny), "--json"], capsys)[1] == by_format
+    code, text, _ = _run(["estimate", str(tiny), "--format", "table"], capsys)
+    assert code == 0 and "MiB" in text
+    assert _run(["estimate", str(tiny), "--format", "yaml"], capsys)[0] == 2

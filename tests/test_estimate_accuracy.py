@@ -19,9 +19,8 @@ import pytest
 
 from ggufpack.estimate import estimate, resolve
 from ggufpack.estimate.inputs import from_file
-from tests.helpers.tiny_estimate import MIB, SMALL_LLAMA, Measured, measure, small_gguf
+from tests.helpers.tiny_estimate import COMPONENTS, SMALL_LLAMA, Comparison, Measured, measure, small_gguf
 
-COMPONENTS = ("weights", "kv", "compute", "output")
 SMALL_GEMMA = {"vocab_size": 4096, "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "sliding_window": 128,
                "layer_types": ["sliding_attention", "full_attention"] * 2}
@@ -97,26 +96,10 @@ def _measured(path: Path, case: Case) -> Measured:
                    embeddings=case.embedding, use_mmap=case.mmap)
 
 
-def _mib(n: int) -> str:
-    return f"{n / MIB:8.2f}"
-
-
 def test_estimate_matches_llama_cpp(models: dict[str, Path]) -> None:
-    header = f"{'case':<44}" + "".join(f"{c:>19}" for c in (*COMPONENTS, "total")) + "  (MiB estimated/measured)"
-    lines, failures = [header], []
+    comparison = Comparison("measured")
     for case in CASES:
         path = models[case.model]
-        got = _estimated(path, case)
         m = _measured(path, case)
-        want = {c: getattr(m, c) for c in COMPONENTS}
-        got_total, want_total = sum(got.values()), m.total
-        lines.append(f"{case.label:<44}" + "".join(f" {_mib(got[c])}/{_mib(want[c])}" for c in COMPONENTS)
-                     + f" {_mib(got_total)}/{_mib(want_total)}")
-        for c in COMPONENTS:
-            if abs(got[c] - want[c]) > max(0.05 * want[c], MIB):
-                failures.append(f"{case.label}: {c} estimated {got[c] / MIB:.2f} MiB, llama.cpp {want[c] / MIB:.2f}")
-        if abs(got_total - want_total) > 0.10 * want_total:
-            failures.append(f"{case.label}: total estimated {got_total / MIB:.2f}, llama.cpp {want_total / MIB:.2f}")
-    report = "\n".join(lines)
-    print("\n" + report)
-    assert not failures, "\n".join(failures) + "\n\n" + report
+        comparison.add(case.label, _estimated(path, case), {c: getattr(m, c) for c in COMPONENTS})
+    comparison.check()

@@ -132,8 +132,50 @@ def test_build_push_format_modelpack_via_cli(registry, gguf_bytes, tmp_path: Pat
     assert out.code == 0, out.err
     raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{target}")
     assert json.loads(raw.stdout)["artifactType"] == mt.MODELPACK_ARTIFACT
-    # The store keeps the image itself under the tag.
-    assert Store(tmp_path / "home").resolve(target).descriptor.digest == out.out.strip()
+    # What is printed is the digest of what was pushed, the artifact; the store keeps the image under the tag.
+    pushed = sha256_digest(raw.stdout.encode())  # the manifest as the registry serves it
+    assert out.out.strip() == pushed and f"pushed {target} ({pushed})" in out.err
+    image = Store(tmp_path / "home").resolve(target).descriptor.digest
+    assert image != pushed and f"built {image[7:19]}" in out.err
+
+
+def test_remote_inspect_of_modelpack_and_ollama_artifacts_shows_what_they_tell(registry, gguf_bytes, tmp_path: Path):
+    """An artifact still in the registry: its GGUF bytes, layers by file path, the model facts its config
+    states; no platform (none is named), and the CMD when the artifact carries one, else what pull does.
+    A loopback registry needs no --plain-http."""
+    from ggufpack.terminal import human_size
+
+    store = open_store(tmp_path / "home")
+    do_build(store, sample_context(tmp_path / "ctx", gguf_bytes))
+    modelpack = f"{registry.host}/insp/mp:1"
+    push_image(store, "sample:1", parse_reference(modelpack), client(registry), fmt="modelpack")
+    config = canonical_json({"model_format": "gguf", "model_family": "llama", "file_type": "F16",
+                             "rootfs": {"type": "layers", "diff_ids": []}})
+    manifest = {"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST, "config": desc(config, mt.DOCKER_CONFIG),
+                "layers": [desc(gguf_bytes, mt.OLLAMA_MODEL), desc(b"Be brief.", mt.OLLAMA_SYSTEM)]}
+    push_raw(registry, "insp/ollama", "latest", [config, gguf_bytes, b"Be brief."], manifest, mt.DOCKER_MANIFEST)
+    ollama = f"{registry.host}/insp/ollama:latest"
+    empty = tmp_path / "empty"
+    shown = {ref: run_cli(["inspect", ref], empty) for ref in (modelpack, ollama)}
+    assert all(out.code == 0 and "None" not in out.out for out in shown.values()), shown
+    size_line = f"Size:      {human_size(len(gguf_bytes))} of GGUF, in the registry"
+    text = shown[modelpack].out.splitlines()
+    assert "Platform:  <none> (modelpack artifacts name none)" in text and size_line in text
+    assert 'Cmd:       ["-m", "/models/tiny.gguf", "-c", "512"]' in text
+    assert "  com.example.team=ml" in text and any(line.endswith("  models/tiny.gguf") for line in text)
+    text = shown[ollama].out.splitlines()
+    assert "Platform:  <none> (ollama artifacts name none)" in text and size_line in text
+    assert "Cmd:       <made by pull from the artifact's layers>" in text
+    assert "Model:     llama, F16 (as the ollama config states)" in text
+    assert any(line.endswith(f"  {mt.OLLAMA_SYSTEM}") for line in text)
+    info = json.loads(run_cli(["inspect", modelpack, "--format", "json"], empty).out)
+    assert (info["platform"], info["size"], info["cmd"]) == (None, len(gguf_bytes), ["-m", "/models/tiny.gguf", "-c",
+                                                                                   "512"])
+    assert info["artifact"]["format"] == "modelpack"
+    info = json.loads(run_cli(["inspect", ollama, "--format", "json"], empty).out)
+    assert (info["platform"], info["size"], info["cmd"]) == (None, len(gguf_bytes), None)
+    assert (info["artifact"]["architecture"], info["artifact"]["quantization"]) == ("llama", "F16")
+    assert Store(empty).images() == []
 
 
 # --- Docker Model Runner ---------------------------------------------------------------------------

@@ -68,6 +68,12 @@ CASES = [
          "write PATTERN=TYPE"),
     Case("quantize-bad-output-tensor-type", "FROM scratch\nQUANTIZE --output-tensor-type=zz a b\n", 2, 10,
          "is not a ggml tensor type"),
+    # the library's own checks (QuantizeOptions.validated), at plan time, at the flag (the item) as written
+    Case("tensor-type-regex", "FROM scratch\nQUANTIZE --tensor-type=a=f16 --tensor-type=(=f16 a b\n", 2, 30, "regular"),
+    Case("include-no-imatrix", "FROM scratch\nQUANTIZE --include-weights=attn a b\n", 2, 10, "give --imatrix too"),
+    Case("exclude-no-imatrix", "FROM scratch\nQUANTIZE --pure --exclude-weights=ffn a b\n", 2, 17, "--imatrix too"),
+    Case("kv-item", "FROM scratch\nQUANTIZE --override-kv=a=str:x --override-kv=b=int:x a b\n", 2, 32, "int needs"),
+    Case("split-size", "FROM scratch\nCONVERT --split-max-size=2GB a b\n", 2, 9, "--split-max-size='2GB': write"),
     Case("checksum-format", "FROM scratch\nADD --checksum=md5:abc https://x.org/y /y\n", 2, 5,
          "write <algorithm>:<hex>"),
     Case("checksum-hex-length", "FROM scratch\nADD --checksum=sha256:abc https://x.org/y /y\n", 2, 5,
@@ -212,6 +218,23 @@ def test_debug_shows_traceback(case_dir: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert "error: bad-flag.Packerfile:2:6: unknown flag --form" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "first_line"), [
+    ("FROM scratch\nQUANTIZE --tensor-type=attn_(v=q6_k /m.gguf /q.gguf\n",
+     "error: GGUFPackerfile:2:10: QUANTIZE --tensor-type='attn_(v=q6_k': 'attn_(v' is not a regular expression "
+     "(missing ), unterminated subpattern at position 5)"),
+    ("ARG W=ffn\nFROM scratch\nQUANTIZE --type=Q4_K_M \\\n  --exclude-weights=$W /m.gguf /q.gguf\n",
+     "error: GGUFPackerfile:4:3: QUANTIZE --include-weights/--exclude-weights choose importance matrix entries: "
+     "give --imatrix too"),
+], ids=["tensor-type-regex", "exclude-weights-without-imatrix"])
+def test_plan_refuses_what_quantize_refuses(tmp_path: Path, text: str, first_line: str) -> None:
+    """``ggufpack plan`` applies the library's QUANTIZE checks: the build would fail there, so the plan does."""
+    (tmp_path / "GGUFPackerfile").write_text(text)
+    result = _run_cli("plan", ".", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == first_line
+    assert "Traceback" not in result.stderr and result.stdout == ""
 
 
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from ggufpack.convert import convert
 from ggufpack.errors import GGUFPackError, UsageError
-from ggufpack.quantize.fallback import FTYPES, FallbackOptions, plan, quantize
+from ggufpack.options.quantize import QuantizeOptions
+from ggufpack.quantize.fallback import FTYPES, plan, quantize
 from tests.helpers.llamacpp_build import inprocess_quantize
 from tests.helpers.tinymodels import make_tiny_llama
 
@@ -23,7 +24,7 @@ Q = gguf.GGMLQuantizationType
 WIDE = {"hidden_size": 256, "intermediate_size": 512, "tie_word_embeddings": True}
 
 
-def llama_cpp_quantize(src: Path, dest: Path, options: FallbackOptions) -> None:
+def llama_cpp_quantize(src: Path, dest: Path, options: QuantizeOptions) -> None:
     """The reference: llama.cpp itself, in process, with the same options."""
     inprocess_quantize(src, dest, options.type, pure=options.pure, leave_output_tensor=options.leave_output_tensor,
                        output_tensor_type=options.output_tensor_type, token_embedding_type=options.token_embedding_type)
@@ -46,7 +47,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def assert_same_bytes(src: Path, tmp_path: Path, options: FallbackOptions) -> list[tuple[str, Q]]:
+def assert_same_bytes(src: Path, tmp_path: Path, options: QuantizeOptions) -> list[tuple[str, Q]]:
     ours, theirs = tmp_path / "numpy.gguf", tmp_path / "llama.cpp.gguf"
     types = quantize(src, ours, options)
     llama_cpp_quantize(src, theirs, options)
@@ -57,7 +58,7 @@ def assert_same_bytes(src: Path, tmp_path: Path, options: FallbackOptions) -> li
 
 @pytest.mark.parametrize("ftype", list(FTYPES))
 def test_small_model_default_rules(models: dict[str, Path], tmp_path: Path, ftype: str):
-    types = dict(assert_same_bytes(models["small-F16"], tmp_path, FallbackOptions(type=ftype)))
+    types = dict(assert_same_bytes(models["small-F16"], tmp_path, QuantizeOptions(type=ftype)))
     assert types["blk.0.attn_norm.weight"] == Q.F32  # norms are never quantized
     if ftype in ("TQ1_0", "TQ2_0"):  # rows of 64/128 take no 256-blocks: llama.cpp falls back to Q4_0
         assert types["blk.0.attn_q.weight"] == Q.Q4_0
@@ -68,12 +69,12 @@ def test_small_model_default_rules(models: dict[str, Path], tmp_path: Path, ftyp
 
 @pytest.mark.parametrize("ftype", ["Q8_0", "Q4_1", "TQ2_0"])
 def test_bf16_source(models: dict[str, Path], tmp_path: Path, ftype: str):
-    assert_same_bytes(models["small-BF16"], tmp_path, FallbackOptions(type=ftype))
+    assert_same_bytes(models["small-BF16"], tmp_path, QuantizeOptions(type=ftype))
 
 
-def wide_options(ftype: str) -> FallbackOptions:
+def wide_options(ftype: str) -> QuantizeOptions:
     """Q8_0 and BF16 need no steering; the others' tied head would be Q6_K (see the refusal test)."""
-    return FallbackOptions(type=ftype, **({} if ftype in ("Q8_0", "BF16") else {"output_tensor_type": "Q8_0"}))
+    return QuantizeOptions(type=ftype, **({} if ftype in ("Q8_0", "BF16") else {"output_tensor_type": "Q8_0"}))
 
 
 @pytest.mark.parametrize("ftype", list(FTYPES))
@@ -89,17 +90,17 @@ def test_f32_source(models: dict[str, Path], tmp_path: Path, ftype: str):
 
 
 def test_pure_and_leave_output(models: dict[str, Path], tmp_path: Path):
-    types = dict(assert_same_bytes(models["wide-F16"], tmp_path, FallbackOptions(type="TQ1_0", pure=True)))
+    types = dict(assert_same_bytes(models["wide-F16"], tmp_path, QuantizeOptions(type="TQ1_0", pure=True)))
     assert types["token_embd.weight"] == Q.TQ1_0
     (tmp_path / "numpy.gguf").unlink()
-    types = dict(assert_same_bytes(models["small-F16"], tmp_path, FallbackOptions(type="Q5_1", leave_output_tensor=True,
+    types = dict(assert_same_bytes(models["small-F16"], tmp_path, QuantizeOptions(type="Q5_1", leave_output_tensor=True,
                                                                                    token_embedding_type="Q8_0")))
     assert types["output.weight"] == Q.F16 and types["token_embd.weight"] == Q.Q8_0
 
 
 def test_refuses_types_numpy_cannot_encode(models: dict[str, Path], tmp_path: Path):
     """Tied 256-wide embeddings become Q6_K for Q4_0 in llama.cpp: the plan says so, the quantizer refuses."""
-    options = FallbackOptions(type="Q4_0")
+    options = QuantizeOptions(type="Q4_0")
     reference = tmp_path / "reference.gguf"
     llama_cpp_quantize(models["wide-F16"], reference, options)
     assert plan(models["wide-F16"], options) == tensor_types(reference)
@@ -113,11 +114,11 @@ def test_refuses_types_numpy_cannot_encode(models: dict[str, Path], tmp_path: Pa
 
 def test_refuses_quantized_sources_and_other_types(models: dict[str, Path], tmp_path: Path):
     q8 = tmp_path / "q8.gguf"
-    quantize(models["small-F16"], q8, FallbackOptions(type="Q8_0"))
+    quantize(models["small-F16"], q8, QuantizeOptions(type="Q8_0"))
     with pytest.raises(GGUFPackError, match=r"Q8_0.*F32/F16/BF16 models only"):
-        quantize(q8, tmp_path / "again.gguf", FallbackOptions(type="Q4_0"))
+        quantize(q8, tmp_path / "again.gguf", QuantizeOptions(type="Q4_0"))
     with pytest.raises(UsageError, match="not 'Q4_K_M'"):
-        quantize(models["small-F16"], tmp_path / "k.gguf", FallbackOptions(type="Q4_K_M"))
+        quantize(models["small-F16"], tmp_path / "k.gguf", QuantizeOptions(type="Q4_K_M"))
     with pytest.raises(UsageError, match="--output-tensor-type Q6_K"):
-        quantize(models["small-F16"], tmp_path / "k.gguf", FallbackOptions(type="Q4_0", output_tensor_type="Q6_K"))
+        quantize(models["small-F16"], tmp_path / "k.gguf", QuantizeOptions(type="Q4_0", output_tensor_type="Q6_K"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q8.gguf"]

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from ggufpack.errors import GGUFPackError, UsageError
+from ggufpack.options.quantize import QuantizeOptions, parse_override_kv, parse_tensor_type
 from ggufpack.quantize.api import quantize_model
 from ggufpack.quantize.imatrix_file import load_imatrix, quantize_weights
-from ggufpack.quantize.options import QuantizeOptions, parse_override_kv, parse_tensor_type
 from ggufpack.quantize.tool import quantize_args, run_tool
 from tests.helpers.tiny_quant import built_tool_backend, read_gguf_header, tensor_type_names, tiny_f16, tiny_imatrix
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from ggufpack.errors import UsageError
+from ggufpack.options.quantize import QuantizeOptions
 from ggufpack.quantize.api import quantize_model
-from ggufpack.quantize.options import QuantizeOptions
 from ggufpack.quantize.types import IMATRIX_REQUIRED, normalize_quantize_type, type_table
 from tests.helpers.tiny_quant import (
     built_tool_backend,

@@ -29,7 +29,7 @@ from ggufpack.registry.auth import Credentials
 from ggufpack.registry.client import RegistryClient, RegistryError
 from ggufpack.registry.pull import pull_image
 from ggufpack.registry.push import push_image
-from ggufpack.registry.settings import RegistrySettings
+from ggufpack.registry.settings import RegistrySettings, settings_for
 from ggufpack.store import Store
 from tests.helpers.builds import (
     cli_env,
@@ -184,7 +184,8 @@ def test_wrong_password_is_a_clear_error_and_nothing_is_saved(auth_registry, tmp
     bad = run_cli(["login", auth_registry.host, "-u", USER, "--password-stdin", "--plain-http"], home, **env,
                   input_text="wrong\n")
     assert bad.code == 1
-    assert "authentication" in bad.err and "wrong username or password" in bad.err
+    assert f"login to {auth_registry.host} failed: the registry refused the credentials of user 'alice'" in bad.err
+    assert "nothing was saved" in bad.err and "run 'ggufpack login" not in bad.err
     assert "Traceback" not in bad.err and "wrong\n" not in bad.err
     assert not (docker / "config.json").exists()
 
@@ -408,19 +409,57 @@ def test_cut_download_resumes_with_a_range_request(registry, big_image, tmp_path
     assert total > big
 
 
-def test_per_registry_settings_file(registry, built):
-    """registries.json in the ggufpack home makes --plain-http unnecessary for that registry."""
+def test_per_registry_settings_file(tls_registry, built, tmp_path: Path):
+    """registries.json in the ggufpack home makes a flag unnecessary for that registry: here the CA of a
+    self-signed registry, which is refused without it."""
     home, digest = built
-    target = f"{registry.host}/settings/sample:1"
-    refused = run_cli(["push", "sample:1", target], home)
-    assert refused.code == 1 and "pass --plain-http" in refused.err
-    (home / "registries.json").write_text(json.dumps({"registries": {registry.host: {"plain_http": True}}}))
+    target = f"{tls_registry.host}/settings/sample:1"
+    env = {"DOCKER_CONFIG": str(tmp_path / "docker")}
+    login = ["login", tls_registry.host, "-u", USER, "--password-stdin"]
+    refused = run_cli(login, home, input_text=PASSWORD + "\n", **env)
+    assert refused.code == 1 and "TLS error" in refused.err and "ca_file in registries.json" in refused.err
+    settings = {"registries": {tls_registry.host: {"ca_file": str(tls_registry.ca_cert)}}}
+    (home / "registries.json").write_text(json.dumps(settings))
     try:
-        out = run_cli(["push", "sample:1", target, "-q"], home)
+        assert run_cli(login, home, input_text=PASSWORD + "\n", **env).code == 0
+        out = run_cli(["push", "sample:1", target, "-q"], home, **env)
         assert out.code == 0, out.err
         assert out.out.strip() == digest
     finally:
         (home / "registries.json").unlink()
+
+
+def test_loopback_registries_speak_http_without_plain_http(registry, tls_registry, built, tmp_path: Path):
+    """As Docker treats 127.0.0.0/8 as an insecure registry, a loopback registry that answers in plain HTTP
+    needs no --plain-http (HTTPS is tried first); a loopback HTTPS registry keeps its certificate checked."""
+    home, digest = built
+    target = f"{registry.host}/loopback/sample:1"
+    pushed = run_cli(["push", "sample:1", target, "-q"], home)
+    assert pushed.code == 0 and pushed.out.strip() == digest, pushed.err
+    remote = run_cli(["inspect", target, "--format", "json"], tmp_path / "h")
+    assert remote.code == 0 and json.loads(remote.out)["digest"] == digest, remote.err
+    pulled = run_cli(["pull", target, "-q"], tmp_path / "h")
+    assert pulled.code == 0 and pulled.out.strip() == digest, pulled.err
+    with pytest.raises(RegistryError, match="TLS error"):  # a bad certificate never makes it fall back to HTTP
+        RegistryClient(tls_registry.host, settings_for(tls_registry.host), None).ping()
+    assert settings_for("localhost:5000").http_fallback and settings_for("[::1]:5000").http_fallback
+    assert settings_for("127.8.9.10").http_fallback
+    assert not settings_for("127.0.0.1:5000", plain_http=True).http_fallback  # HTTP straight away
+    for remote_host in ("128.0.0.1:5000", "registry.example:5000", "localhost.example", "[::2]:5000"):
+        assert not settings_for(remote_host).http_fallback
+
+
+def test_manifests_by_digest_are_named_with_an_at(registry, built, tmp_path: Path):
+    """``repo@sha256:...`` in what pull says, for a digest it finds and one it does not."""
+    home, digest = built
+    push_image(Store(home), "sample:1", ref(registry, "bydigest/sample:1"), client(registry))
+    pulled = run_cli(["pull", f"{registry.host}/bydigest/sample@{digest}"], tmp_path / "h")
+    assert pulled.code == 0 and pulled.out.strip() == digest, pulled.err
+    assert f"pulled {registry.host}/bydigest/sample@{digest}" in pulled.err
+    unknown = "sha256:" + "0" * 64
+    missing = run_cli(["pull", f"{registry.host}/bydigest/sample@{unknown}"], tmp_path / "h")
+    assert missing.code == 1 and f"manifest bydigest/sample@{unknown}" in missing.err
+    assert f"sample:{unknown}" not in missing.err
 
 
 

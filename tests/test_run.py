@@ -248,3 +248,55 @@ def test_llama_server_runtime_renders_the_system_prompt(home: Path, tmp_path: Pa
         stopped = run_cli(["stop", "all"], run_home)
     assert stopped.code == 0
     assert _wait_gone(run_home) == []
+
+
+def _embeds(port: int) -> int:
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+    return len(client.embeddings.create(model="bert", input=["still here"]).data[0].embedding)
+
+
+@pytest.mark.slow
+def test_remove_and_prune_while_serving_keep_the_served_files(home: Path, tmp_path: Path) -> None:
+    """A running server holds a lease on its image: ``rm`` + ``prune --cache`` leave its files, it keeps
+    answering, another server starts from the image's digest (detached or not); once the last one stops,
+    prune removes them."""
+    own = tmp_path / "home"  # a store of its own: the module's images stay for the other tests
+    packerfile = 'FROM scratch\nCOPY tiny.gguf /models/bert.gguf\nCMD ["-m", "/models/bert.gguf", "--embedding"]\n'
+    digest = build_image(open_store(own), tmp_path, home.parent / "tiny-bert.gguf", packerfile, "served:1")
+    manifest = own / "blobs" / "sha256" / digest[7:]
+    served = sorted((own / "files" / "sha256").iterdir())
+    first, second = free_port(), free_port()
+    foreground = None
+    try:
+        started = run_cli(["run", "served:1", "-d", "-p", str(first)], own, timeout=120)
+        assert started.code == 0, started.err
+        assert run_cli(["rm", "served:1"], own).out.strip() == "untagged served:1"
+        pruned = run_cli(["prune", "--cache"], own)
+        assert pruned.code == 0 and "kept 1 image(s) no ref names while running servers use them" in pruned.out
+        assert sorted((own / "files" / "sha256").iterdir()) == served and manifest.is_file()
+        assert _embeds(first) == 64
+        listed = json.loads(run_cli(["list", "--format", "json"], own).out)
+        assert [(r["name"], r["id"]) for r in listed] == [("<none>", digest[7:19])]
+
+        # the server restarts from the image it serves, here in the foreground, while the first still runs
+        foreground = subprocess.Popen([sys.executable, "-m", "ggufpack", "run", digest, "-p", str(second)],
+                                      env=cli_env(own), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert foreground.stdout is not None
+        assert foreground.stdout.readline().startswith(f"serving {digest}"), foreground.stderr
+        assert run_cli(["stop", "all"], own).code == 0  # the detached one: the foreground one holds the image now
+        assert run_cli(["prune"], own).out.startswith("removed 0 blob(s) and 0 file(s)")
+        assert _embeds(second) == 64
+        foreground.send_signal(signal.SIGINT)
+        assert foreground.wait(30) == 0
+        foreground = None
+        pruned = run_cli(["prune"], own)
+        assert pruned.code == 0 and "kept" not in pruned.out
+        assert list((own / "files" / "sha256").iterdir()) == [] and not manifest.exists()
+        assert list((own / "state" / "leases").iterdir()) == []
+        gone = run_cli(["run", digest, "-d", "-p", str(first)], own)
+        assert gone.code == 1 and "is not in the local store" in gone.err
+    finally:
+        if foreground is not None:
+            foreground.kill()
+        run_cli(["stop", "all"], own)
+    assert _wait_gone(own) == []

@@ -320,7 +320,9 @@ def test_refs_lifecycle(tmp_path: Path) -> None:
     assert set(store.resolve("localhost:5000/org/other").refs) == {"model:v1", "other:x",
                                                                     "localhost:5000/org/other:latest"}
     assert store.remove("model:v1") == ["model:v1"]
-    assert store.remove(b.hex[:10]) == ["other:x", "localhost:5000/org/other:latest"]
+    with pytest.raises(UsageError, match="referenced in multiple repositories: other:x, localhost"):
+        store.remove(b.hex[:10])  # as Docker's rmi: refs of several repositories need force
+    assert store.remove(b.hex[:10], force=True) == ["other:x", "localhost:5000/org/other:latest"]
     assert [i.refs for i in store.images()] == [("model:latest",)]
     assert store.has_blob(b.digest)  # blobs stay until prune
 
@@ -433,6 +435,81 @@ def test_prune_waits_for_leases(tmp_path: Path) -> None:
             store.prune()
         assert store.has_blob(loose)
     assert store.prune().blobs_removed == 1
+
+
+def _served_image(store: Store, tmp_path: Path) -> tuple[Descriptor, str, set[str]]:
+    """A tagged image with a runnable file, as ``run`` serves one: its descriptor, file and blobs."""
+    image = make_image(store, b"served")
+    source = tmp_path.parent / f"{tmp_path.name}-served.gguf"
+    source.write_bytes(os.urandom(5000))
+    file = store.import_file(source, move=True)
+    store.set_ref("served:1", image, CREATED, files=[file])
+    manifest = store.read_json(image.digest)
+    return image, file, {image.digest, manifest["config"]["digest"], *(x["digest"] for x in manifest["layers"])}
+
+
+def test_a_servers_lease_keeps_its_image_through_remove_and_prune_while_it_runs(tmp_path: Path) -> None:
+    """A lease is an flock the server inherits: the image stays (by ID, listed untagged) while a holder
+    lives, and goes with the first prune after the last one died, SIGKILL included (no pid is trusted)."""
+    store = Store(tmp_path)
+    image, file, blobs = _served_image(store, tmp_path)
+    with store.lease():
+        lease = store.hold(store.resolve("served:1"))
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], pass_fds=(lease.fd,))
+    try:
+        lease.hand_over()  # as ``run --detach`` does once its server answers: only the server holds it now
+        assert store.remove("served:1") == ["served:1"]
+        result = store.prune()
+        assert (result.blobs_removed, result.files_removed, result.images_held) == (0, 0, 1)
+        assert all(store.has_blob(b) for b in blobs) and store.has_file(file)
+        held = store.resolve(image.hex[:12])  # a restart by ID finds it
+        assert held.descriptor.digest == image.digest and held.refs == () and held.files == (file,)
+        assert [r.descriptor.digest for r in store.held_images()] == [image.digest]
+        store.set_ref("served:1", image, CREATED, files=[file])
+        assert store.held_images() == []  # named again: an ordinary image
+        store.remove("served:1")
+    finally:
+        server.kill()
+        server.wait()
+    assert store.held_images() == []
+    with pytest.raises(UsageError, match="no image"):
+        store.resolve(image.digest)
+    result = store.prune()
+    assert result.images_held == 0 and result.files_removed == 1 and result.blobs_removed == len(blobs)
+    assert list(store.layout.state_dir("leases").iterdir()) == []  # the stale lease went too
+
+
+def test_a_foreground_lease_ends_when_released(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    image, file, _ = _served_image(store, tmp_path)
+    with store.lease():
+        lease = store.hold(store.resolve("served:1"))
+    with lease:
+        store.remove(image.digest)
+        assert store.prune().images_held == 1 and store.has_file(file) and store.has_blob(image.digest)
+    assert list(store.layout.state_dir("leases").iterdir()) == []
+    assert store.prune().files_removed == 1 and not store.has_blob(image.digest)
+
+
+def test_lease_files_no_one_holds_keep_nothing(tmp_path: Path) -> None:
+    """A lease file is read back from a store others can write: one no process holds (planted, or left by a
+    dead server) keeps nothing and is deleted; a symlink is unlinked, never followed; a FIFO never blocks."""
+    store = Store(tmp_path)
+    image, file, _ = _served_image(store, tmp_path)
+    leases = store.layout.state_dir("leases")
+    leases.mkdir(parents=True)
+    planted = {"image": image.to_json(), "created": CREATED, "files": [file]}
+    (leases / f"{'ab' * 6}.json").write_text(json.dumps(planted))
+    victim = tmp_path.parent / f"{tmp_path.name}-victim"
+    victim.write_text("keep me")
+    (leases / f"{'cd' * 6}.json").symlink_to(victim)
+    os.mkfifo(leases / f"{'ef' * 6}.json")
+    store.remove("served:1")
+    assert store.held_images() == []
+    result = store.prune()
+    assert result.images_held == 0 and result.files_removed == 1 and not store.has_blob(image.digest)
+    assert victim.read_text() == "keep me"
+    assert list(leases.iterdir()) == []
 
 
 def test_prune_counts_hard_links_once(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ then the weights stream through :mod:`ggufpack.convert.writer` one tensor at a t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ggufpack.convert.model_card import load_metadata, write_metadata
 from ggufpack.convert.vocab import load_vocab
 from ggufpack.convert.writer import OUT_TYPES, check_metadata, resolve_out_type, tensor_type, write_gguf
 from ggufpack.errors import GGUFPackError, shown
+from ggufpack.options.convert import ConvertOptions
 from ggufpack.progress import QUIET, Progress
 
 
@@ -48,10 +50,12 @@ _LORA_QTYPES = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gg
 def convert(
     src_dir: Path, dest: Path, *, out_type: str = "F16", model_class: str = "model", base: Path | None = None,
     model_name: str | None = None, split_max_size: int | None = None, progress: Progress = QUIET,
-    link_roots: Sequence[Path] = (),
+    link_roots: Sequence[Path] = (), shown_as: Mapping[Path, str] | None = None,
 ) -> ConvertResult:
     """Convert the checkpoint in ``src_dir`` to the GGUF file ``dest`` (replaced atomically).
 
+    The options are those of :class:`ggufpack.options.convert.ConvertOptions`, checked by its ``validated()``
+    (an :class:`~ggufpack.options.declare.OptionError` names a bad one).
     ``out_type`` is one of :data:`ggufpack.convert.OUTPUT_TYPES`; AUTO keeps bf16 checkpoints BF16,
     else F16. ``model_name`` sets ``general.name`` (like llama.cpp's ``--model-name``); without it the
     name comes from the model card or, failing that, the source directory's name, which is
@@ -61,18 +65,48 @@ def convert(
     for the base model whose Hugging Face directory is ``base`` (see :mod:`ggufpack.convert.lora`).
     Symbolic links in the source directories must stay inside them, or inside ``link_roots`` (the build
     passes its store, whose files it links into a scratch directory; see :mod:`ggufpack.convert.files`).
+    ``shown_as`` maps paths given here to the names the progress line and errors call them: the build
+    engine stages a source in a scratch directory, whose path means nothing to the user, and maps it
+    (and ``dest``, ``base``) to what the Packerfile names.
     Raises :class:`ggufpack.errors.GGUFPackError` on any input problem; ``dest`` is then left untouched.
     """
-    src_dir, dest = Path(src_dir), Path(dest)
-    if model_class == "lora":
-        job = _lora_job(src_dir, base, out_type, split_max_size, link_roots)
-    elif model_class == "model":
-        if base is not None:
-            raise GGUFPackError("a base model only applies to LoRA adapters (--class=lora)")
-        job = _model_job(src_dir, out_type, link_roots)
+    names = dict(shown_as or {})
+    with _named_as(names):
+        return _convert(Path(src_dir), Path(dest), out_type=out_type, model_class=model_class, base=base,
+                        model_name=model_name, split_max_size=split_max_size, progress=progress,
+                        link_roots=link_roots, names=names)
+
+
+def _rename(text: str, names: Mapping[Path, str]) -> str:
+    """``text`` with each path of ``names`` (the deepest first) written as ``names`` calls it."""
+    for path in sorted(names, key=lambda p: len(str(p)), reverse=True):
+        text = text.replace(str(path), names[path])
+    return text
+
+
+@contextmanager
+def _named_as(names: Mapping[Path, str]) -> Iterator[None]:
+    """An error raised inside names the paths as ``names`` does; its type, cause and traceback stay."""
+    try:
+        yield
+    except GGUFPackError as exc:
+        if names:
+            exc.args = tuple(_rename(a, names) if isinstance(a, str) else a for a in exc.args)
+        raise
+
+
+def _convert(src_dir: Path, dest: Path, *, out_type: str, model_class: str, base: Path | None,
+             model_name: str | None, split_max_size: int | None, progress: Progress, link_roots: Sequence[Path],
+             names: Mapping[Path, str]) -> ConvertResult:
+    # the checks of ggufpack convert and CONVERT; a LoRA without base is left to plan_lora, which names the
+    # base the adapter was trained on
+    options = ConvertOptions(out_type=out_type, model_class=model_class, base=base, split_max_size=split_max_size,
+                             model_name=model_name).validated(lora_needs_base=False)
+    if options.model_class == "lora":
+        job = _lora_job(src_dir, base, options.out_type, split_max_size, link_roots)
     else:
-        raise GGUFPackError(f"unknown model class {shown(model_class)}: use 'model' or 'lora'")
-    return _write(job, src_dir, dest, model_name, split_max_size, progress)
+        job = _model_job(src_dir, options.out_type, link_roots)
+    return _write(job, src_dir, dest, model_name, split_max_size, progress, names)
 
 
 def resolved_out_type(src_dir: Path, out_type: str, *, model_class: str = "model", base: Path | None = None,
@@ -162,12 +196,13 @@ def _lora_job(src_dir: Path, base: Path | None, out_type: str, split_max_size: i
 
 
 def _write(job: _Job, src_dir: Path, dest: Path, model_name: str | None, split_max_size: int | None,
-           progress: Progress) -> ConvertResult:
+           progress: Progress, names: Mapping[Path, str]) -> ConvertResult:
     warnings = job.warnings
     metadata = load_metadata(src_dir, sum(math.prod(t.shape) for t in job.tensors), warnings, model_name)
     arch_name = gguf.MODEL_ARCH_NAMES[job.gguf_arch]
     file_type = OUT_TYPES[job.out_type][1]
-    progress.log(f"converting {src_dir} ({job.hf_architecture} {job.gguf_type}) to {job.out_type}: {dest}")
+    progress.log(f"converting {_rename(str(src_dir), names)} ({job.hf_architecture} {job.gguf_type}) to "
+                 f"{job.out_type}: {_rename(str(dest), names)}")
     writer = gguf.GGUFWriter(path=None, arch=arch_name)
     writer.add_type(job.gguf_type)
     write_metadata(writer, metadata)

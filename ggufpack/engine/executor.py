@@ -33,8 +33,7 @@ from ..store import Store
 from ..util.locking import try_lock
 from .cache import BuildCache, cache_key
 from .ops.base import OpContext
-from .ops.files import AddOp, CatOp, CopyOp
-from .ops.model import ConvertOp, ImatrixOp, QuantizeOp
+from .ops.registry import op_class
 
 MAX_PARALLEL_STAGES = 2
 
@@ -43,14 +42,6 @@ class LayerOp(Protocol):
     def inputs(self) -> dict[str, Any]: ...
 
     def run(self) -> Diff: ...
-
-
-_OPS: dict[type[ins.Command], Any] = {
-    ins.CopyCommand: CopyOp, ins.AddCommand: AddOp, ins.CatCommand: CatOp, ins.ConvertCommand: ConvertOp,
-    ins.QuantizeCommand: QuantizeOp, ins.ImatrixCommand: ImatrixOp,
-}
-#: ops whose default source (no --from) is the stage's own filesystem rather than the context
-_READS_OWN_STAGE = (ins.ConvertCommand, ins.QuantizeCommand, ins.ImatrixCommand)
 
 
 @dataclass
@@ -120,6 +111,7 @@ class Executor:
         self._lock = threading.Lock()
         self._step = 0
         self._images: dict[str, BaseImage] = {}
+        self._image_locks: dict[str, threading.Lock] = {}
         self.workdir = store.layout.ingest / f"build-{uuid.uuid4().hex}"
 
     @property
@@ -159,11 +151,25 @@ class Executor:
     # -- stages ------------------------------------------------------------------------------------
 
     def image(self, ref: str) -> BaseImage:
+        """The image ``ref``, loaded (and pulled, when the store lacks it) once per build.
+
+        The pull runs under a lock of its own ref only, never under ``_lock``: the other stages'
+        progress lines and stats go on while one stage downloads its base, and a second stage
+        naming the same ref waits for the first one's pull instead of starting another (a failed
+        load is not kept: the next stage to ask tries again).
+        """
         with self._lock:
-            if ref not in self._images:
-                self._images[ref] = load_image(self.store, ref, self.plan.platform,
-                                               fetch=self.options.fetch_image)
-            return self._images[ref]
+            if ref in self._images:
+                return self._images[ref]
+            ref_lock = self._image_locks.setdefault(ref, threading.Lock())
+        with ref_lock:
+            with self._lock:
+                image = self._images.get(ref)
+            if image is None:
+                image = load_image(self.store, ref, self.plan.platform, fetch=self.options.fetch_image)
+                with self._lock:
+                    self._images[ref] = image
+            return image
 
     def _base_state(self, stage: Stage) -> StageResult:
         base = stage.base
@@ -204,11 +210,9 @@ class Executor:
     def _run_op(self, stage: Stage, index: int, op: Op, state: StageResult) -> None:
         command = op.command
         text = created_by(command)
-        if not command.makes_layer:
-            if isinstance(command, ins.LabelCommand):
-                state.labels.update(command.labels)
-            elif isinstance(command, ins.CmdCommand):
-                state.cmd = list(command.args)
+        if not command.makes_layer:  # ARG (the plan's alone), LABEL and CMD (the image config's)
+            if ins.definition_of(command).op is not None:
+                op_class(command.keyword)(command).apply(state)
             state.history.append(self._history(text, empty_layer=True))
             return
         started = time.monotonic()
@@ -248,12 +252,13 @@ class Executor:
         command = op.command
         source: Snapshot | None
         if op.source is None:
-            source = ctx.snapshot if isinstance(command, _READS_OWN_STAGE) else None
+            source = ctx.snapshot if ins.definition_of(command).reads == "stage" else None
         elif op.source.kind == "context":
             source = None
         else:
             source = self._read_source(op.source)
-        return _OPS[type(command)](ctx, command, source)
+        layer_op: LayerOp = op_class(command.keyword)(ctx, command, source)  # named by the definition
+        return layer_op
 
     def _history(self, text: str, *, empty_layer: bool) -> dict[str, Any]:
         return history_item(text, empty_layer=empty_layer, source_date_epoch=self.options.source_date_epoch)

@@ -14,16 +14,19 @@ Each rule follows the vendored llama.cpp (``src/llama-model.cpp`` ``load_tensors
   Encoders (BERT...) have no KV cache. The cache of a layer lives on its device, or on the host with
   ``--no-kv-offload``.
 - **Output buffer** (host): ``4·n_seq·(n_vocab + n_embd if embeddings)`` bytes at start-up.
+- **Outputs**: the graph is reserved for ``min(n_tokens, n_outputs_max)`` outputs (``n_outputs_max`` 0 =
+  the batch, the C API's default; llama-server sets one per slot for a generating model).
 - **Compute buffer**: the worst-case graph is reserved for one micro-batch (``n_tokens = min(n_ctx,
   n_ubatch)`` tokens) with the full KV cache in view (``n_kv`` = cells per stream). ggml's allocator
   reuses memory as tensors die, so the buffer is the peak of three phases, each calibrated against
   llama.cpp's own figures (see ``tests/test_estimate_accuracy.py``):
 
   - attention: the KQ scores (f32, ``n_kv·n_tokens·n_head``; absent with flash attention) plus about
-    five ``n_embd``-wide activations (residual, Q/K/V, attention output and the holes they leave);
+    five ``n_embd``-wide activations (residual, Q/K/V, attention output and the holes they leave; six
+    in an encoder without KV cache, BERT);
   - feed-forward: three ``n_ff``-wide activations for a gated FFN (gate, up, their product), one for an
     ungated one, or the routed experts' ``n_ff_exp·n_expert_used`` (×3) plus a shared expert, and four
-    ``n_embd``-wide ones;
+    ``n_embd``-wide ones (three in an encoder);
   - output: the logits (f32, ``n_vocab·n_outputs``) and two ``n_embd``-wide activations.
 
   The graph inputs stay allocated during the first two phases: one KQ mask per cache (f32, f16 with
@@ -93,10 +96,11 @@ class Placement:
         return self.devices[il]
 
 
-def place_layers(n_layer: int, gpu_layers: int, split: tuple[float, ...]) -> Placement:
-    """llama.cpp's layer assignment: the last ``gpu_layers`` of the ``n_layer + 1`` layers to the GPUs."""
-    n_gpus = max(len(split), 1)
-    n_gpu_layers = n_layer + 1 if gpu_layers < 0 else min(gpu_layers, n_layer + 1)
+def place_layers(n_layer: int, gpu_layers: int, split: tuple[float, ...], gpus: int = 1) -> Placement:
+    """llama.cpp's layer assignment: the last ``gpu_layers`` of the ``n_layer + 1`` layers to the GPUs
+    (``gpus`` of them unless ``split`` names more; none: every layer on the host)."""
+    n_gpus = len(split) or gpus
+    n_gpu_layers = 0 if n_gpus == 0 else n_layer + 1 if gpu_layers < 0 else min(gpu_layers, n_layer + 1)
     start = n_layer + 1 - n_gpu_layers
     weights = split or (1.0,)
     total = sum(weights)
@@ -177,7 +181,7 @@ def make_context(hp: Hparams, options: Options) -> Context:
         swa_size = _padded(min(kv_size, window), KV_PAD)
     n_tokens = min(n_ctx, n_ubatch)
     return Context(n_ctx=n_ctx, n_seq=n_seq, n_stream=n_stream, kv_size=kv_size, swa_size=swa_size,
-                   n_tokens=n_tokens, n_outputs=min(n_tokens, n_batch))
+                   n_tokens=n_tokens, n_outputs=min(n_tokens, options.outputs_max or n_batch))
 
 
 def kv_by_device(hp: Hparams, ctx: Context, options: Options, placement: Placement, devices: Devices) -> None:
@@ -242,10 +246,13 @@ def compute_phases(hp: Hparams, ctx: Context, options: Options) -> Phases:
             v_rows = 1 if fa else max(hp.n_embd_v_gqa(il) for il in range(hp.n_layer))
             inputs += I64 * n * (1 + v_rows)
     kq = 0 if fa else max(hp.n_head, default=0) * max(caches)
+    # n_embd-wide activations alive in each phase: a post-norm encoder (BERT: biases, LayerNorm after the
+    # residual) holds one more during attention and one fewer during the feed-forward than a decoder
+    attention_width, ffn_width = (5, 4) if hp.has_kv_cache else (6, 3)
     return Phases(
         inputs=inputs,
-        attention=F32 * n * (kq + 5 * hp.n_embd),
-        ffn=F32 * n * (_ffn_width(hp) + 4 * hp.n_embd),
+        attention=F32 * n * (kq + attention_width * hp.n_embd),
+        ffn=F32 * n * (_ffn_width(hp) + ffn_width * hp.n_embd),
         output=F32 * (ctx.n_outputs * hp.n_vocab * hp.has_logits + 2 * n * hp.n_embd),
     )
 
@@ -285,7 +292,7 @@ def estimate_model(header: GGUFHeader, options: Options, gpu_layers: int) -> Mod
     """One model (the main one or the drafter) with ``gpu_layers`` offloaded."""
     hp = read_hparams(header)
     ctx = make_context(hp, options)
-    placement = place_layers(hp.n_layer, gpu_layers, options.tensor_split)
+    placement = place_layers(hp.n_layer, gpu_layers, options.tensor_split, options.gpus)
     devices = Devices(gpus=[Usage() for _ in range(placement.n_gpus)])
     count_layers(placement, devices)
     weights_by_device(header, placement, devices)

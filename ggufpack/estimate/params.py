@@ -1,12 +1,24 @@
-"""The settings of an estimate: llama-server's defaults, overridden by the image CMD, overridden by the user.
+"""The settings of an estimate: llama-server's defaults, overridden by the image CMD, overridden by the user,
+then the rules of the runtime that serves it.
 
 The order matters and is the point of this module: a flag the user did not give never overrides what the
 image's CMD says (gguf-packer's estimator lets its own defaults win over ``-c``/``-b``/``-ub``...).
 Defaults are llama-server's in the llama.cpp release ggufpack vendors (``common/common.h``,
-``common/arg.cpp``, ``tools/server/server.cpp``): context 0 (= the model's training context), batch
-2048, micro-batch 512, 4 slots with a unified KV cache when ``-np`` is not given, f16 cache, flash
-attention ``auto`` (resolved to on: the CPU and CUDA backends implement it), ``-ngl`` auto (every layer
-that fits; estimated as all of them), mmap on, KV offload on.
+``common/arg.cpp``, ``tools/server/server.cpp``; the option names and defaults are read from
+:mod:`ggufpack.options.llama_server`): context 0 (= the model's training context), batch 2048,
+micro-batch 512, 4 slots with a unified KV cache when ``-np`` is not given, f16 cache, flash attention
+``auto`` (resolved to on: the CPU and CUDA backends implement it), ``-ngl`` auto (every layer that
+fits; estimated as all of them), mmap on, KV offload on.
+
+Then :func:`resolve` applies what the runtime does with them (``runtime``):
+
+- both: an embedding model's batch is cut to its micro-batch (llama-server's rule, which ggufpack's
+  launcher of llama-cpp-python follows too);
+- ``llama-server``: the compute graph is reserved for one output per slot (``n_outputs_max``, times
+  the draft length with a drafter), or for every token of the batch for embeddings;
+- ``llama-cpp-python`` (ggufpack's default runtime, :mod:`ggufpack.options.default_runtime`): a
+  generating model gets one slot and one output per step; an embedding model llama-server's slots;
+- ``gpus``: the GPUs the runtime can use on the machine; with none, every layer stays on the host.
 """
 
 from __future__ import annotations
@@ -49,6 +61,14 @@ class Options:
     main_gpu: int = 0
     kv_offload: bool = True
     embedding: bool = False
+    pooling: str = ""
+    draft_max: int = 3
+    """Tokens a drafter proposes per step (``--spec-draft-n-max``)."""
+    outputs_max: int = 0
+    """Outputs one micro-batch holds (llama.cpp's ``n_outputs_max``; 0 = the whole batch): the logits the
+    compute graph is reserved for."""
+    gpus: int = 1
+    """GPUs the layers can go to (0: none, every layer on the host); ``--tensor-split`` names more."""
 
     @property
     def flash_attn_on(self) -> bool:
@@ -79,7 +99,7 @@ def row_bytes(ggml_type: GGMLQuantizationType, n: int) -> int:
 def _flash(v: str) -> str:
     value = v.lower()
     for canonical, spellings in (("on", ("on", "1", "true", "enabled")), ("off", ("off", "0", "false", "disabled")),
-                                 ("auto", ("auto",))):
+                                 ("auto", ("auto", "-1"))):
         if value in spellings:
             return canonical
     raise UsageError(f"flash attention {v!r}: write on, off or auto")
@@ -111,54 +131,89 @@ def _split(v: str) -> tuple[float, ...]:
     return parts
 
 
-# llama-server flag spellings → (Options field, parser of the value; None for flags without a value)
-_VALUE_FLAGS: dict[str, tuple[str, Any]] = {
-    **dict.fromkeys(("-c", "--ctx-size"), ("ctx_size", _int)),
-    **dict.fromkeys(("-b", "--batch-size"), ("batch_size", _int)),
-    **dict.fromkeys(("-ub", "--ubatch-size"), ("ubatch_size", _int)),
-    **dict.fromkeys(("-np", "--parallel"), ("parallel", _int)),
-    **dict.fromkeys(("-ctk", "--cache-type-k"), ("cache_type_k", str.lower)),
-    **dict.fromkeys(("-ctv", "--cache-type-v"), ("cache_type_v", str.lower)),
-    **dict.fromkeys(("-fa", "--flash-attn"), ("flash_attn", _flash)),
-    **dict.fromkeys(("-ngl", "--gpu-layers", "--n-gpu-layers"), ("gpu_layers", _layers)),
-    **dict.fromkeys(("-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft"), ("gpu_layers_draft", _layers)),
-    **dict.fromkeys(("-ts", "--tensor-split"), ("tensor_split", _split)),
-    **dict.fromkeys(("-mg", "--main-gpu"), ("main_gpu", _int)),
+def _slots(v: str) -> int:
+    n = _int(v)
+    return 0 if n == -1 else n  # llama-server's -1: auto
+
+
+def _mmap(v: str) -> bool:
+    return v.lower() in ("auto", "mmap", "mmap+mlock")
+
+
+# llama-server options (their names in :mod:`ggufpack.options.llama_server`, any spelling in a CMD) →
+# (Options field, parser of the value)
+_VALUE_OPTIONS: dict[str, tuple[str, Any]] = {
+    "--ctx-size": ("ctx_size", _int),
+    "--batch-size": ("batch_size", _int),
+    "--ubatch-size": ("ubatch_size", _int),
+    "--parallel": ("parallel", _slots),
+    "--cache-type-k": ("cache_type_k", str.lower),
+    "--cache-type-v": ("cache_type_v", str.lower),
+    "--flash-attn": ("flash_attn", _flash),
+    "--gpu-layers": ("gpu_layers", _layers),
+    "--spec-draft-ngl": ("gpu_layers_draft", _layers),
+    "--tensor-split": ("tensor_split", _split),
+    "--main-gpu": ("main_gpu", _int),
+    "--load-mode": ("mmap", _mmap),
+    "--pooling": ("pooling", str.lower),
+    "--spec-draft-n-max": ("draft_max", _int),
 }
+#: flags: (Options field, its value when given; negated spellings give the opposite)
 _SWITCHES: dict[str, tuple[str, bool]] = {
-    "--no-mmap": ("mmap", False),
-    "--mmap": ("mmap", True),
-    "-nkvo": ("kv_offload", False),
-    "--no-kv-offload": ("kv_offload", False),
-    "-kvu": ("kv_unified", True),
+    "--kv-offload": ("kv_offload", True),
     "--kv-unified": ("kv_unified", True),
     "--swa-full": ("swa_full", True),
     "--embedding": ("embedding", True),
-    "--embeddings": ("embedding", True),
 }
+#: spellings older llama.cpp releases (and gguf-packer's images) use, gone from llama-server since
+_LEGACY_SWITCHES: dict[str, tuple[str, bool]] = {"--no-mmap": ("mmap", False), "--mmap": ("mmap", True)}
+_LEGACY_VALUES = {"-ngld": "--spec-draft-ngl", "--gpu-layers-draft": "--spec-draft-ngl",
+                  "--n-gpu-layers-draft": "--spec-draft-ngl"}
 
 
 def parse_value(field_name: str, text: str) -> Any:
     """A command-line value for the :class:`Options` field ``field_name``, parsed as in a CMD."""
-    parse = next(parse for name, parse in _VALUE_FLAGS.values() if name == field_name)
+    parse = next(parse for name, parse in _VALUE_OPTIONS.values() if name == field_name)
     return parse(text)
+
+
+def _canonical(arg: str) -> tuple[str, bool] | None:
+    """(llama-server's name of option ``arg``, False for a negated spelling), or None if unknown."""
+    from ggufpack.options.server_args import find_option
+
+    if arg in _LEGACY_VALUES:
+        return _LEGACY_VALUES[arg], True
+    option = find_option(arg)
+    if option is None:
+        return None
+    return option.name, arg.replace("_", "-") not in option.negations
+
+
+def _no_value_follows(cmd: Sequence[str], i: int) -> bool:
+    """``-fa`` at ``i`` stands alone (older llama.cpp: a flag)."""
+    return i + 1 == len(cmd) or (cmd[i + 1].startswith("-") and cmd[i + 1] != "-1")
 
 
 def options_from_cmd(cmd: Sequence[str]) -> dict[str, Any]:
     """The settings an image's CMD (llama-server arguments) gives, by :class:`Options` field.
 
-    Other arguments are skipped; ``--flag=value`` and ``-fa`` without a value (older llama.cpp) work.
+    Other arguments are skipped; ``--flag=value``, ``-fa`` without a value and ``--no-mmap`` (older
+    llama.cpp) work.
     """
     out: dict[str, Any] = {}
     i = 0
     while i < len(cmd):
         arg = cmd[i]
         name, eq, inline = arg.partition("=")
-        if name in _VALUE_FLAGS:
-            field_name, parse = _VALUE_FLAGS[name]
+        found = _canonical(name)
+        if name in _LEGACY_SWITCHES and not eq:
+            field_name, flag = _LEGACY_SWITCHES[name]
+            out[field_name] = flag
+        elif found is not None and found[0] in _VALUE_OPTIONS:
+            field_name, parse = _VALUE_OPTIONS[found[0]]
             if eq:
                 value = inline
-            elif name in ("-fa", "--flash-attn") and (i + 1 == len(cmd) or cmd[i + 1].startswith("-")):
+            elif found[0] == "--flash-attn" and _no_value_follows(cmd, i):
                 value = "on"
             elif i + 1 < len(cmd):
                 i += 1
@@ -169,18 +224,47 @@ def options_from_cmd(cmd: Sequence[str]) -> dict[str, Any]:
                 out[field_name] = parse(value)
             except UsageError as e:
                 raise UsageError(f"the image CMD's {name}: {e}") from None
-        elif arg in _SWITCHES:
-            field_name, flag = _SWITCHES[arg]
-            out[field_name] = flag
+        elif found is not None and found[0] in _SWITCHES:
+            field_name, flag = _SWITCHES[found[0]]
+            out[field_name] = flag if found[1] else not flag
         i += 1
     return out
 
 
-def resolve(cmd: Sequence[str], given: Mapping[str, Any]) -> Options:
+def _for_runtime(options: Options, runtime: str, drafter: bool) -> Options:
+    """What ``runtime`` makes of the settings (see the module's docstring)."""
+    from ggufpack.options.default_runtime import AUTO_SLOTS, SLOTS, batch_sizes
+
+    batch, _ = batch_sizes(options.batch_size, options.ubatch_size, options.embedding)
+    options = replace(options, batch_size=batch)
+    pooled = options.embedding or options.pooling not in ("", "none")
+    if runtime == "llama-cpp-python":
+        if options.embedding:
+            return replace(options, parallel=options.parallel or AUTO_SLOTS, kv_unified=True, outputs_max=0)
+        if options.parallel > SLOTS:
+            raise UsageError(f"-np {options.parallel}: llama-cpp-python's server answers one request at a time; "
+                             "estimate --runtime llama-server")
+        return replace(options, parallel=SLOTS, outputs_max=SLOTS)
+    if runtime != "llama-server":
+        raise UsageError(f"runtime {runtime!r}: choose llama-server or llama-cpp-python")
+    per_seq = 1 + (max(options.draft_max, 0) if drafter else 0)
+    return replace(options, outputs_max=0 if pooled else min(batch, options.n_seq * per_seq))
+
+
+def resolve(cmd: Sequence[str], given: Mapping[str, Any], *, runtime: str | None = None, gpus: int | None = None,
+            drafter: bool = False) -> Options:
     """llama-server's defaults, then the CMD's settings, then what the user gave (``given``: only the
-    options the user really typed, by :class:`Options` field); checked."""
+    options the user really typed, by :class:`Options` field), then what ``runtime`` makes of them
+    (None: the settings as given, the way llama.cpp's C API takes them) on a machine with ``gpus``
+    GPUs (None: one, or as many as ``--tensor-split`` names); checked."""
     options = replace(Options(), **options_from_cmd(cmd))
     options = replace(options, **dict(given))
+    if gpus is not None:
+        if gpus < 0:
+            raise UsageError("the number of GPUs must not be negative")
+        options = replace(options, gpus=gpus)
+        if gpus == 0:  # llama.cpp keeps every layer on the host whatever -ngl says
+            options = replace(options, gpu_layers=0, gpu_layers_draft=0, tensor_split=())
     for name in ("ctx_size", "batch_size", "ubatch_size", "parallel", "main_gpu"):
         if getattr(options, name) < 0:
             raise UsageError(f"{name.replace('_', '-')} must not be negative")
@@ -193,4 +277,4 @@ def resolve(cmd: Sequence[str], given: Mapping[str, Any]) -> Options:
         raise UsageError("a quantized V cache needs flash attention (llama.cpp refuses it with --flash-attn off)")
     if options.tensor_split and not 0 <= options.main_gpu < len(options.tensor_split):
         raise UsageError(f"--main-gpu {options.main_gpu}: only {len(options.tensor_split)} device(s) in --tensor-split")
-    return options
+    return options if runtime is None else _for_runtime(options, runtime, drafter)

@@ -59,7 +59,7 @@ def gpu_layer_steps(n_layer: int, options: Options, step: int | None) -> list[in
 def _row(inputs: ModelInputs, options: Options, gpu_layers: int) -> Row:
     main = estimate_model(inputs.model, options, gpu_layers)
     devices = main.devices
-    placement = place_layers(main.hparams.n_layer, gpu_layers, options.tensor_split)
+    placement = place_layers(main.hparams.n_layer, gpu_layers, options.tensor_split, options.gpus)
     if inputs.drafter is not None:
         draft = estimate_model(inputs.drafter, replace(options, parallel=1, kv_unified=True),
                                options.gpu_layers_draft)

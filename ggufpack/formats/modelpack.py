@@ -129,19 +129,26 @@ def import_modelpack(store: Store, manifest_digest: str, manifest: dict[str, Any
         if media_type == mt.MODELPACK_WEIGHT_RAW and _is_gguf(store, layer["digest"]):
             weights.append((int(layer["size"]), "/" + path.lstrip("/")))
     annotations = dict(manifest.get("annotations") or {})
-    cmd_text = annotations.pop(CMD_ANNOTATION, "")
-    try:
-        cmd = json.loads(cmd_text) if cmd_text else []
-    except ValueError:
-        cmd = None
-    if not isinstance(cmd, list) or not all(isinstance(arg, str) for arg in cmd):
-        raise GGUFPackError(f"{ref_name}: the {CMD_ANNOTATION} annotation is not a JSON list of strings")
+    cmd = annotated_cmd(annotations, ref_name)
+    annotations.pop(CMD_ANNOTATION, None)
     if not cmd:
         if not weights:
             raise GGUFPackError(f"{ref_name}: the ModelPack artifact holds no GGUF weight")
         cmd = ["-m", max(weights)[1]]
     return commit_files(store, files, cmd, annotations, ref_name, progress, kind="modelpack",
                         artifact=manifest_digest)
+
+
+def annotated_cmd(annotations: dict[str, Any], ref_name: str) -> list[str]:
+    """The CMD ggufpack's export wrote into the manifest annotations (empty when there is none)."""
+    cmd_text = annotations.get(CMD_ANNOTATION, "")
+    try:
+        cmd = json.loads(cmd_text) if cmd_text else []
+    except ValueError:
+        cmd = None
+    if not isinstance(cmd, list) or not all(isinstance(arg, str) for arg in cmd):
+        raise GGUFPackError(f"{ref_name}: the {CMD_ANNOTATION} annotation is not a JSON list of strings")
+    return cmd
 
 
 def _is_gguf(store: Store, digest: str) -> bool:

@@ -24,7 +24,9 @@ from ggufpack.gguf_info.header import (
     read_gguf,
     read_header,
     read_header_file,
+    shard_name,
     shard_paths,
+    shards_named_after,
     split_names,
 )
 from ggufpack.gguf_info.labels import model_labels
@@ -50,6 +52,8 @@ __all__ = [
     "read_gguf",
     "read_header",
     "read_header_file",
+    "shard_name",
     "shard_paths",
+    "shards_named_after",
     "split_names",
 ]

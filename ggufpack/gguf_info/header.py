@@ -483,7 +483,23 @@ def split_names(name: str) -> list[str] | None:
     count = int(m["count"])
     if count == 0 or not 1 <= int(m["no"]) <= count:
         raise GGUFPackError(f"{clipped(name)}: shard number {m['no']} of {m['count']} makes no sense")
-    return [f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    return [shard_name(m["prefix"], i, count) for i in range(1, count + 1)]
+
+
+def shard_name(prefix: str, no: int, count: int) -> str:
+    """The name of shard ``no`` (from 1) of a split set of ``count`` named ``prefix`` (``NAME-00001-of-00003.gguf``)."""
+    return f"{prefix}-{no:05d}-of-{count:05d}.gguf"
+
+
+def shards_named_after(dest: Path) -> list[Path]:
+    """The shards beside ``dest`` named after it (``NAME-NNNNN-of-NNNNN.gguf`` for ``NAME.gguf``, as llama.cpp's
+    quantizer writes them with ``--keep-split``), in shard order; none when the directory does not exist."""
+    prefix = dest.name.removesuffix(".gguf")
+    try:
+        entries = list(dest.parent.iterdir())
+    except FileNotFoundError:
+        return []
+    return sorted(p for p in entries if (m := SPLIT_NAME.fullmatch(p.name)) is not None and m["prefix"] == prefix)
 
 
 def missing_shards(names: Sequence[str], missing: Sequence[str]) -> str:

@@ -1,38 +1,41 @@
 """How an option is declared once and read by every surface: the Packerfile, the CLI, the library.
 
-An option set is a frozen dataclass; each of its user-facing fields is declared with :func:`option`,
-whose :class:`Option` holds everything about it: the Packerfile flag, the CLI flag, the kind of value,
-its help text, how a written value is read (``read``) and checked (``check``), and the llama.cpp
-name it stands for. The Packerfile's flag table and parser, the CLI's argparse options and the numpy
-fallback's refusals are all derived from these declarations; one ``validate`` function per option set
-(:func:`ggufpack.options.quantize.validate`, :func:`ggufpack.options.convert.validate`) applies the
-same checks for all of them, so a Packerfile is refused at plan time exactly where the library would
-refuse the same values at run time.
+An option set is a frozen dataclass whose user-facing fields are declared with :func:`option`; the
+field's :class:`Option` says everything about it: its Packerfile flag, its CLI flag, the kind of
+value, a one-line help, how written text is read (``read``) and how any value is checked
+(``check``), and the llama.cpp name it stands for. The Packerfile's flags, the CLI's argparse
+options and the numpy fallback's refusals are derived from these declarations, and each option set
+has one ``validated()`` method, so that a Packerfile is refused at plan time exactly where the library
+would refuse the same values at run time.
 
-Errors are :class:`OptionError` values that name the option they are about; each surface spells
-them its own way (``--type='Q9'`` in a Packerfile, ``--outtype 'Q9'`` on the command line) and the
-Packerfile points at the flag as written.
+A refused value is an :class:`OptionError` naming the option (and the item of a list) it is about;
+each surface spells options its own way (``--type='Q9'`` in a Packerfile, ``--outtype 'Q9'`` on the
+command line), and a Packerfile points at the flag as written.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any
+from functools import cache, partial
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    import argparse
 
 #: kinds of value: a switch, one string, a repeatable string (a tuple of them)
 BOOL, STRING, LIST = "bool", "string", "list"
 #: ``cli_flag`` of an option that is a positional argument on the command line
 POSITIONAL = ""
+#: the surfaces that spell options (:meth:`OptionError.render`)
+PACKERFILE, CLI = "packerfile", "cli"
 
 
 class Invalid(ValueError):
-    """Why a value is refused, as a text that follows the option as written: start it with ``': '`` or ``' '``."""
+    """Why a value is refused, as text that follows the option as written: start it with ``': '`` or ``' '``."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,8 @@ class Option:
     """The declaration of one option (see the module docstring); ``name`` and ``default`` come from its field."""
 
     flag: str
+    help: str
     kind: str = STRING
-    help: str = ""
     metavar: str | None = None
     #: the CLI's long option when it is not ``flag`` (:data:`POSITIONAL`: a positional argument)
     cli_flag: str | None = None
@@ -49,17 +52,17 @@ class Option:
     key: str | None = None
     packerfile: bool = True
     cli: bool = True
-    #: allowed values (a Packerfile accepts them in any case; argparse gets them as ``choices``)
+    #: the allowed values, in lower case (any case is read)
     choices: tuple[str, ...] | None = None
     #: written text → value (one item of a list); raises :class:`Invalid`
     read: Callable[[str], Any] | None = None
-    #: value → canonical value (one item of a list), for values from any surface; raises :class:`Invalid`
+    #: value → canonical value (one item of a list), whichever surface it came from; raises :class:`Invalid`
     check: Callable[[Any], Any] | None = None
-    #: value → text as a user writes it, for messages (default ``str``)
-    write: Callable[[Any], str] | None = None
-    #: value → its JSON form in a command's arguments (one item of a list)
+    #: value (one item of a list) → text as a user writes it, for messages
+    write: Callable[[Any], str] = str
+    #: value (one item of a list) → its JSON form in a command's arguments (default: the value)
     to_json: Callable[[Any], Any] | None = None
-    #: the llama.cpp name it stands for (``llama_model_quantize_params`` field, tool flag), for references
+    #: the llama.cpp name it stands for (a ``llama_model_quantize_params`` field, a tool's flag)
     llama: str | None = None
     #: QUANTIZE: whether the numpy quantizer honours it (the fallback refuses the others by name)
     numpy: bool = True
@@ -70,22 +73,23 @@ class Option:
     def json_key(self) -> str:
         return self.key or self.name
 
-    def written(self, value: Any) -> str:
-        return self.write(value) if self.write is not None else str(value)
-
-    def from_text(self, text: str) -> Any:
+    def read_text(self, text: str) -> Any:
         """A written value (one item of a list) read as this option's value."""
-        value: Any = text
         if self.choices is not None:
-            value = text.lower()
-            if value not in self.choices:
-                raise Invalid(f": use {' or '.join(self.choices)}")
-        return self.read(value) if self.read is not None else value
+            text = text.lower()
+        return self.read(text) if self.read is not None else text
+
+    def checked(self, value: Any) -> Any:
+        """One value (one item of a list) checked: its canonical form."""
+        if self.choices is not None and value not in self.choices:
+            raise Invalid(f": use {' or '.join(self.choices)}")
+        return self.check(value) if self.check is not None else value
 
     def json_value(self, value: Any) -> Any:
+        convert = self.to_json or (lambda item: item)
         if self.kind == LIST:
-            return [self.to_json(v) if self.to_json is not None else v for v in value]
-        return self.to_json(value) if self.to_json is not None and value is not None else value
+            return [convert(item) for item in value]
+        return value if value is None else convert(value)
 
 
 def option(default: Any = None, **declaration: Any) -> Any:
@@ -111,7 +115,7 @@ class Ref:
     """An option named inside a message, spelled by the surface that reports it.
 
     ``value``: the value written after it; ``quote``: as a Python literal (user input) or bare (a
-    keyword such as ``lora``); ``placeholder``: spelled with its metavar instead (``--base DIR``).
+    number, a keyword such as ``lora``); ``placeholder``: its metavar instead of a value (``--base DIR``).
     """
 
     option: str
@@ -122,27 +126,26 @@ class Ref:
 
 class OptionError(UsageError):
     """A refused option value. ``option`` names the field it is about (where a Packerfile points),
-    ``index`` the item of a list option; ``str()`` is the command line's spelling."""
+    ``index`` the item of a list option; ``str()`` is the command line's spelling (:meth:`render`)."""
 
     def __init__(self, owner: type, option: str, *parts: str | Ref, index: int | None = None) -> None:
         self.owner, self.option, self.parts, self.index = owner, option, parts, index
-        super().__init__(self.render("cli"))
+        super().__init__(self.render(CLI))
 
     def render(self, surface: str) -> str:
-        """The message as ``surface`` (``"cli"`` or ``"packerfile"``) spells its options."""
-        return "".join(part if isinstance(part, str) else spell(declared(self.owner, part.option), part, surface)
+        """The message as ``surface`` (:data:`CLI` or :data:`PACKERFILE`) spells its options."""
+        return "".join(part if isinstance(part, str) else _spell(declared(self.owner, part.option), part, surface)
                        for part in self.parts)
 
 
-def spell(opt: Option, ref: Ref, surface: str) -> str:
-    """How ``surface`` writes an option (and a value): ``--type='Q9'`` in a Packerfile, ``--outtype 'Q9'`` on
-    the command line, ``'Q9'`` for a positional argument."""
+def _spell(opt: Option, ref: Ref, surface: str) -> str:
+    """``--type='Q9'`` in a Packerfile, ``--outtype 'Q9'`` on the command line, ``'Q9'`` for a positional."""
     if ref.placeholder:
         meta = opt.metavar or opt.flag.upper()
-        shown: str | None = f"<{meta.lower()}>" if surface == "packerfile" else meta
+        shown: str | None = f"<{meta.lower()}>" if surface == PACKERFILE else meta
     else:
         shown = None if ref.value is None else repr(ref.value) if ref.quote else ref.value
-    if surface == "packerfile":
+    if surface == PACKERFILE:
         return f"--{opt.flag}" + (f"={shown}" if shown is not None else "")
     flag = opt.flag if opt.cli_flag is None else opt.cli_flag
     if flag == POSITIONAL:
@@ -150,32 +153,42 @@ def spell(opt: Option, ref: Ref, surface: str) -> str:
     return f"--{flag}" + (f" {shown}" if shown is not None else "")
 
 
-def invalid(owner: type, opt: Option, value: Any, exc: Invalid, index: int | None = None) -> OptionError:
-    """The :class:`OptionError` for ``value`` of ``opt`` refused with ``exc``."""
-    return OptionError(owner, opt.name, Ref(opt.name, opt.written(value)), str(exc), index=index)
+def _each(owner: type, opt: Option, value: Any, step: Callable[[Any], Any]) -> Any:
+    """``step`` on the value (on each item of a list); an :class:`Invalid` becomes the :class:`OptionError`."""
+    items = list(enumerate(value)) if opt.kind == LIST else [(None, value)]
+    out = []
+    for index, item in items:
+        try:
+            out.append(step(item))
+        except Invalid as exc:
+            text = item if isinstance(item, str) else opt.write(item)
+            ref = Ref(opt.name, text, quote=not isinstance(item, int))
+            raise OptionError(owner, opt.name, ref, str(exc), index=index) from None
+    return tuple(out) if opt.kind == LIST else out[0]
+
+
+def _read_one(opt: Option, text: Any) -> Any:
+    return opt.read_text(text) if isinstance(text, str) else text
+
+
+def read_options(owner: type, written: Mapping[str, Any], **others: Any) -> Any:
+    """An ``owner`` from values as a user wrote them (by field name: text, a list of texts for a list
+    option, a bool for a switch; a value that is not text is taken as it is) and ``others``."""
+    values: dict[str, Any] = {}
+    for opt in options_of(owner):
+        raw = written.get(opt.name)
+        if raw is not None:
+            values[opt.name] = bool(raw) if opt.kind == BOOL else _each(owner, opt, raw, partial(_read_one, opt))
+    return owner(**values, **others)
 
 
 def checked(owner: type, values: Any) -> dict[str, Any]:
-    """Every declared option of ``values`` (an instance of ``owner``) through its ``check``: the canonical
-    values by field name, or the :class:`OptionError` of the first refused one."""
+    """Every declared option of ``values`` (an ``owner``) checked: the canonical values by field name,
+    or the :class:`OptionError` of the first refused one."""
     out: dict[str, Any] = {}
     for opt in options_of(owner):
         value = getattr(values, opt.name)
-        if opt.check is not None and value is not None:
-            if opt.kind == LIST:
-                items = []
-                for index, item in enumerate(value):
-                    try:
-                        items.append(opt.check(item))
-                    except Invalid as exc:
-                        raise invalid(owner, opt, item, exc, index) from None
-                value = tuple(items)
-            else:
-                try:
-                    value = opt.check(value)
-                except Invalid as exc:
-                    raise invalid(owner, opt, value, exc) from None
-        out[opt.name] = value
+        out[opt.name] = None if value is None else _each(owner, opt, value, opt.checked)
     return out
 
 
@@ -188,21 +201,21 @@ def json_arguments(values: Any) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser, owner: type, *, skip: Iterable[str] = ()) -> None:
-    """The declared CLI options of ``owner`` as argparse arguments (their ``dest`` is the field name)."""
-    skipped = set(skip)
+    """The declared CLI options of ``owner`` as argparse arguments (their ``dest`` is the field name;
+    values stay text, read by :func:`from_arguments` as a Packerfile's are)."""
     for opt in options_of(owner):
-        if not opt.cli or opt.name in skipped:
+        if not opt.cli or opt.name in skip:
             continue
-        flag = opt.flag if opt.cli_flag is None else opt.cli_flag
         extra: dict[str, Any] = {"help": opt.help}
         if opt.kind == BOOL:
             extra["action"] = "store_true"
         elif opt.kind == LIST:
             extra.update(action="append", default=[], metavar=opt.metavar)
+        elif opt.choices is not None:
+            extra.update(choices=list(opt.choices), default=opt.default)
         else:
-            extra.update(metavar=opt.metavar, default=opt.default)
-            if opt.choices is not None:
-                extra.update(choices=list(opt.choices), metavar=None)
+            extra.update(metavar=opt.metavar, default=None)
+        flag = opt.flag if opt.cli_flag is None else opt.cli_flag
         if flag == POSITIONAL:
             parser.add_argument(opt.name, nargs="?", **extra)
         else:
@@ -211,28 +224,6 @@ def add_arguments(parser: argparse.ArgumentParser, owner: type, *, skip: Iterabl
 
 def from_arguments(owner: type, args: argparse.Namespace, **others: Any) -> Any:
     """An ``owner`` from the parsed CLI options (read as a Packerfile reads them) and ``others``."""
-    values: dict[str, Any] = {}
-    for opt in options_of(owner):
-        if not opt.cli or opt.name in others or not hasattr(args, opt.name):
-            continue
-        raw = getattr(args, opt.name)
-        if raw is None or opt.kind == BOOL:
-            values[opt.name] = raw if raw is not None else opt.default
-        elif opt.kind == LIST:
-            values[opt.name] = tuple(_read(owner, opt, item, index) for index, item in enumerate(raw))
-        else:
-            values[opt.name] = _read(owner, opt, raw, None)
-    return owner(**values, **others)
-
-
-def _read(owner: type, opt: Option, text: Any, index: int | None) -> Any:
-    if not isinstance(text, str):
-        return text
-    try:
-        return opt.from_text(text)
-    except Invalid as exc:
-        raise OptionError(owner, opt.name, Ref(opt.name, text), str(exc), index=index) from None
-
-
-def names(options: Sequence[Option]) -> list[str]:
-    return [o.name for o in options]
+    written = {o.name: getattr(args, o.name) for o in options_of(owner)
+               if o.cli and o.name not in others and hasattr(args, o.name)}
+    return read_options(owner, written, **others)

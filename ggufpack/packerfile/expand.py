@@ -76,6 +76,8 @@ class Scope:
 
     values: Mapping[str, str]
     declared: Container[str]
+    #: how an ARG written here declares a variable (name, default): the planner's global or stage scope
+    declare: Callable[[str, str | None], None] | None = None
 
 
 class _Expander:

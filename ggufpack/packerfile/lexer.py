@@ -2,7 +2,7 @@
 
 This layer knows the *syntax* shared by every instruction (directives, comments, line
 continuations, flags, JSON arrays, heredocs, words) and nothing of what an instruction means.
-It mirrors BuildKit's ``parser`` package: instruction semantics live in ``instructions.py``.
+It mirrors BuildKit's ``parser`` package: instruction semantics live in the ``instructions`` package.
 
 Positions: a logical line may span several physical lines (continuations), so every word keeps
 the physical line and column where it starts; errors point there.
@@ -26,7 +26,8 @@ KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 _HEREDOC_RE = re.compile(r"^<<(-?)(.+)$")
 _HEREDOC_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _KEYWORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-#: instructions whose arguments may open heredocs
+#: instructions whose arguments may open heredocs (as BuildKit's parser knows them); their definitions
+#: say so too (``Instruction.heredocs``), and a test keeps the two equal
 HEREDOC_INSTRUCTIONS = frozenset({"ADD", "COPY", "CAT"})
 
 

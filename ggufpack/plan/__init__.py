@@ -39,14 +39,23 @@ def _describe_args(op: Op) -> str:
     return " ".join(parts)
 
 
+def unused_build_args_warning(plan: Plan) -> str | None:
+    """The warning ``plan`` and ``build`` print for ``--build-arg`` names no ARG declares (Docker: "One or
+    more build-args [X] were not consumed"); None when every one is used."""
+    if not plan.unused_build_args:
+        return None
+    return f"warning: build args not declared by any ARG: {', '.join(plan.unused_build_args)}"
+
+
 def render_text(plan: Plan) -> str:
     """A human view of the plan: stages in order, ops with lines, which make layers, dependencies."""
     lines = [
         f"{plan.file}: {len(plan.stages)} stage(s), target {plan.target_stage.label}, platform {plan.platform}",
         f"execution order: {', '.join(plan.stages[i].label for i in plan.order)}",
     ]
-    if plan.unused_build_args:
-        lines.append(f"warning: build args not declared by any ARG: {', '.join(plan.unused_build_args)}")
+    warning = unused_build_args_warning(plan)
+    if warning:
+        lines.append(warning)
     for stage in plan.stages:
         lines.append("")
         state = "needed" if stage.needed else "pruned (not needed by the target)"
@@ -73,4 +82,4 @@ def render_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Op", "Plan", "SourceRef", "Stage", "build_plan", "plan_file", "render_text"]
+__all__ = ["Op", "Plan", "SourceRef", "Stage", "build_plan", "plan_file", "render_text", "unused_build_args_warning"]

@@ -7,9 +7,9 @@ A :class:`Plan` is what ``ggufpack plan`` prints and what the build engine execu
 from __future__ import annotations
 
 import difflib
-import platform as host_platform
+import os
 from collections import ChainMap
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ _MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64
 
 def host_platform_string() -> str:
     """This machine's platform in OCI terms, e.g. ``linux/amd64``."""
-    machine = host_platform.machine().lower()
+    machine = os.uname().machine.lower()  # what platform.machine() says, without its 2 ms import
     return f"linux/{_MACHINE_ARCH.get(machine, machine)}"
 
 
@@ -190,10 +190,10 @@ class _Scopes:
         self.stage_values: dict[str, str] = {}
         self.stage_declared: set[str] = set()
 
-    def scope(self) -> Scope:
+    def scope(self, declare: Callable[[str, str | None], None] | None = None) -> Scope:
         # live views, not copies: a copy per instruction is quadratic in a file of many ARGs
         values = ChainMap(self.stage_values, self.global_values, self.automatic)
-        return Scope(values, _Declared((self.stage_declared, self.global_declared, self.automatic)))
+        return Scope(values, _Declared((self.stage_declared, self.global_declared, self.automatic)), declare)
 
     def declare_global(self, name: str, default: str | None) -> None:
         self.global_declared.add(name)
@@ -216,13 +216,6 @@ class _Scopes:
             self.consumed.add(name)
             return self.build_args[name]
         return default if default is not None else inherited
-
-
-_PARSERS = {
-    "ADD": ins.parse_add, "COPY": ins.parse_copy, "CAT": ins.parse_cat, "CONVERT": ins.parse_convert,
-    "QUANTIZE": ins.parse_quantize, "IMATRIX": ins.parse_imatrix, "LABEL": ins.parse_label,
-    "CMD": ins.parse_cmd,
-}
 
 
 def _flag_value_position(node: Node, name: str) -> SourcePosition:
@@ -263,7 +256,7 @@ class _Planner:
                 self._check_known(node)
                 raise self.error(f"{node.keyword} before the first FROM: only ARG may come before FROM",
                                  node.position)
-            ins.parse_arg(self._expansion(node), self.scopes.declare_global)
+            ins.parse_instruction(self._expansion(node, self.scopes.declare_global))
         if first_from is None:
             position = SourcePosition(self.parsed.file, max(len(self.parsed.lines), 1), 1)
             raise self.error("no FROM instruction: a Packerfile starts a stage with FROM scratch (or a base)",
@@ -272,11 +265,8 @@ class _Planner:
             self._check_known(node)
             if node.keyword == "FROM":
                 self._begin_stage(node)
-            elif node.keyword == "ARG":
-                command = ins.parse_arg(self._expansion(node), self.scopes.declare_stage)
-                self.stages[-1].ops.append(Op(command))
             else:
-                command = _PARSERS[node.keyword](self._expansion(node))
+                command = ins.parse_instruction(self._expansion(node, self.scopes.declare_stage))
                 op = Op(command)
                 self.stages[-1].ops.append(op)
                 if command.from_ref is not None:
@@ -288,13 +278,15 @@ class _Planner:
         if node.keyword not in ins.INSTRUCTIONS:
             raise ins.unsupported_instruction(self.parsed, node)
 
-    def _expansion(self, node: Node) -> ins.Expansion:
-        return ins.Expansion(self.parsed, node, self.scopes.scope(), self.budget)
+    def _expansion(self, node: Node, declare: Callable[[str, str | None], None] | None = None) -> ins.Expansion:
+        """``node`` in the current scope; ``declare``: where an ARG there declares its variables."""
+        return ins.Expansion(self.parsed, node, self.scopes.scope(declare), self.budget)
 
     def _begin_stage(self, node: Node) -> None:
         # FROM sees only the global ARGs (and the automatic platform ones).
         self.scopes.begin_stage()
-        command = ins.parse_from(self._expansion(node))
+        command = ins.parse_instruction(self._expansion(node))
+        assert isinstance(command, ins.FromCommand)
         if command.platform is not None and not PLATFORM_RE.match(command.platform):
             raise self.error(f"FROM --platform={command.platform!r}: write os/arch[/variant]",
                              _flag_value_position(node, "platform"))

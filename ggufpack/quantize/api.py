@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import GGUFPackError, UsageError
+from ..options.quantize import QuantizeOptions
 from ..progress import QUIET, Progress
 from .imatrix import ImatrixOptions, compute_imatrix
-from .options import QuantizeOptions, check_options
 
 
 def backend_key(name: str | None, capability: str) -> dict[str, str]:
@@ -49,7 +49,9 @@ def quantize_model(source: Path, dest: Path, options: QuantizeOptions, *, backen
     from ..backends import resolve_backend
 
     source, dest = Path(source), Path(dest)
-    check_options(options)
+    options = options.validated()
+    if options.imatrix is not None and not Path(options.imatrix).is_file():  # a check validated() cannot make
+        raise UsageError(f"--imatrix {options.imatrix}: no such file")
     if not source.is_file():
         raise GGUFPackError(f"{source}: no such GGUF file")
     chosen = resolve_backend(backend, "quantize")
@@ -60,7 +62,10 @@ def quantize_model(source: Path, dest: Path, options: QuantizeOptions, *, backen
 
             written = quantize(source, staged, options)
         elif chosen.kind == "fallback":
-            written = _quantize_with_fallback(source, staged, options, progress)
+            from .fallback import quantize as quantize_with_numpy
+
+            quantize_with_numpy(source, staged, options, progress)
+            written = [staged]
         else:
             from .tool import quantize_with_tool
 
@@ -69,24 +74,6 @@ def quantize_model(source: Path, dest: Path, options: QuantizeOptions, *, backen
         for path, target in zip(written, final, strict=True):
             os.replace(path, target)
     return final
-
-
-def _quantize_with_fallback(source: Path, dest: Path, options: QuantizeOptions, progress: Progress) -> list[Path]:
-    """The numpy quantizer, for the knobs it honours; the others need llama.cpp and are refused by name."""
-    from .fallback import FallbackOptions, quantize
-
-    needs_llama = {"--imatrix": options.imatrix is not None, "--tensor-type": bool(options.tensor_types),
-                   "--override-kv": bool(options.override_kv), "--keep-split": options.keep_split,
-                   "--allow-requantize": options.allow_requantize}
-    refused = [flag for flag, used in needs_llama.items() if used]
-    if refused:
-        raise UsageError(f"the numpy backend does not support {', '.join(refused)}: use a llama.cpp backend")
-    quantize(source, dest, FallbackOptions(
-        type=check_options(options), pure=options.pure, leave_output_tensor=options.leave_output_tensor,
-        output_tensor_type=options.output_tensor_type and options.output_tensor_type.upper(),
-        token_embedding_type=options.token_embedding_type and options.token_embedding_type.upper(),
-    ), progress)
-    return [dest]
 
 
 def make_imatrix(model: Path, calibration: Path, out: Path, options: ImatrixOptions | None = None, *,

@@ -18,6 +18,8 @@ that the output is the file llama.cpp writes, byte for byte:
 Q6_K and Q4_K have no numpy encoder, so where llama.cpp's rules ask for them (the output head of a
 model whose width is a multiple of 256; ternary token embeddings) this quantizer refuses and says
 which option (``--output-tensor-type``, ``--token-embedding-type``, ``--pure``) or backend avoids them.
+It takes the same :class:`~ggufpack.options.quantize.QuantizeOptions` as llama.cpp and refuses by name
+those whose declaration says the numpy quantizer does not honour them (``numpy=False``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import gguf
 import numpy as np
 
 from ..errors import GGUFPackError, UsageError
+from ..options.quantize import QuantizeOptions
 from ..progress import QUIET, Progress
 
 Q = gguf.GGMLQuantizationType
@@ -69,17 +72,6 @@ _SKIP_KEYS = ("general.quantization_version", "general.file_type", "split.no", "
 
 
 @dataclass(frozen=True)
-class FallbackOptions:
-    """The ``llama-quantize`` knobs this quantizer honours (the others need llama.cpp)."""
-
-    type: str
-    pure: bool = False
-    leave_output_tensor: bool = False
-    output_tensor_type: str | None = None
-    token_embedding_type: str | None = None
-
-
-@dataclass(frozen=True)
 class _Model:
     arch: str
     n_expert: int
@@ -94,7 +86,7 @@ def _dims(tensor: gguf.ReaderTensor) -> tuple[int, ...]:
     return tuple(ne)
 
 
-def _allows_quantization(name: str, ndims: int, model: _Model, options: FallbackOptions) -> bool:
+def _allows_quantization(name: str, ndims: int, model: _Model, options: QuantizeOptions) -> bool:
     if ndims < 2 or not name.endswith("weight") or name in _KEEP_EXACT:
         return False
     if options.leave_output_tensor and name == _OUTPUT:
@@ -104,7 +96,7 @@ def _allows_quantization(name: str, ndims: int, model: _Model, options: Fallback
     return not any(s in name for s in _KEEP_SUBSTRINGS)
 
 
-def _mix_type(name: str, ncols: int, qtype: Q, ftype: str, model: _Model, options: FallbackOptions) -> Q:
+def _mix_type(name: str, ncols: int, qtype: Q, ftype: str, model: _Model, options: QuantizeOptions) -> Q:
     """llama.cpp's per-tensor choice for these file types (``llama_tensor_get_type_impl``)."""
     if model.arch == "glm5-next" and any(s in name for s in _GLM5_NEXT_Q8):
         return Q.Q8_0
@@ -136,7 +128,7 @@ def _is_quantized(qtype: Q) -> bool:
     return qtype not in (Q.F32, Q.F16, Q.BF16, Q.I8, Q.I16, Q.I32, Q.I64, Q.F64)
 
 
-def target_type(tensor: gguf.ReaderTensor, ftype: str, model: _Model, options: FallbackOptions) -> Q:
+def target_type(tensor: gguf.ReaderTensor, ftype: str, model: _Model, options: QuantizeOptions) -> Q:
     """The type llama.cpp gives ``tensor`` in a file of type ``ftype`` (``llama_tensor_get_type``)."""
     name, ne = tensor.name, _dims(tensor)
     source = Q(int(tensor.tensor_type))
@@ -175,9 +167,14 @@ def _model(reader: gguf.GGUFReader) -> _Model:
     return _Model(arch=arch, n_expert=int(n_expert or 0), tied=all(t.name != _OUTPUT for t in reader.tensors))
 
 
-def _check_options(options: FallbackOptions) -> str:
-    ftype = options.type.strip().upper()
-    if ftype not in FTYPES:
+def _check_options(options: QuantizeOptions) -> QuantizeOptions:
+    """The options validated, refused where this quantizer does not honour them (``numpy=False`` in their
+    declaration: they need llama.cpp) or cannot make the types they ask for."""
+    options = options.validated()
+    refused = options.unsupported_by_numpy()
+    if refused:
+        raise UsageError(f"the numpy backend does not support {', '.join(refused)}: use a llama.cpp backend")
+    if options.type not in FTYPES:
         raise UsageError(f"the numpy quantizer makes {', '.join(FTYPES)}, not {options.type!r}; "
                          "use a llama.cpp backend (--backend llama-cpp-python) for other types")
     for flag, value in (("--output-tensor-type", options.output_tensor_type),
@@ -185,12 +182,13 @@ def _check_options(options: FallbackOptions) -> str:
         if value is not None and (value not in Q.__members__ or Q[value] not in _ENCODABLE):
             raise UsageError(f"{flag} {value}: the numpy quantizer encodes only "
                              f"{', '.join(sorted(t.name for t in _ENCODABLE))}")
-    return ftype
+    return options
 
 
-def plan(source: Path, options: FallbackOptions) -> list[tuple[str, Q]]:
+def plan(source: Path, options: QuantizeOptions) -> list[tuple[str, Q]]:
     """(tensor name, output type) in output order, as llama.cpp would choose them."""
-    ftype = _check_options(options)
+    options = _check_options(options)
+    ftype = options.type
     reader = gguf.GGUFReader(source)
     model = _model(reader)
     return [(t.name, target_type(t, ftype, model, options)) for t in _order(reader.tensors)]
@@ -263,9 +261,10 @@ def _check_encodable(types: list[tuple[str, Q]], ftype: str) -> None:
             )
 
 
-def quantize(source: Path, dest: Path, options: FallbackOptions, progress: Progress = QUIET) -> list[tuple[str, Q]]:
+def quantize(source: Path, dest: Path, options: QuantizeOptions, progress: Progress = QUIET) -> list[tuple[str, Q]]:
     """Write ``source`` quantized to ``options.type`` at ``dest`` (complete or not at all); the tensor types."""
-    ftype = _check_options(options)
+    options = _check_options(options)
+    ftype = options.type
     reader = gguf.GGUFReader(source)
     _check_source(reader, source)
     model = _model(reader)

@@ -11,7 +11,6 @@ point into is kept referenced until the call returns.
 
 from __future__ import annotations
 
-import glob
 import os
 import threading
 from collections.abc import Iterator
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GGUFPackError, UsageError
+from ..gguf_info import shards_named_after
+from ..options.quantize import KvOverride, QuantizeOptions, parse_override_kv
 from .imatrix_file import load_imatrix, quantize_weights
-from .options import KvOverride, QuantizeOptions, check_options, parse_override_kv
 from .types import tensor_types, type_table
 
 KEY_IMATRIX_FILE = "quantize.imatrix.file"
@@ -111,7 +111,8 @@ def quantize(source: Path, dest: Path, options: QuantizeOptions) -> list[Path]:
     """
     import llama_cpp
 
-    qtype = check_options(options)
+    options = options.validated()
+    qtype = options.type
     row = type_table()[qtype]
     ids = tensor_types()
     keep: list[Any] = []
@@ -158,9 +159,7 @@ def output_files(dest: Path, keep_split: bool) -> list[Path]:
     """The files a quantization to ``dest`` wrote (``--keep-split``: the shards llama.cpp names after it)."""
     if not keep_split:
         return [dest] if dest.exists() else []
-    # llama.cpp names them <dest less .gguf>-NNNNN-of-NNNNN.gguf; the name may hold glob characters
-    prefix = glob.escape(dest.name.removesuffix(".gguf"))
-    return sorted(dest.parent.glob(f"{prefix}-?????-of-?????.gguf"))
+    return shards_named_after(dest)  # llama.cpp names them <dest less .gguf>-NNNNN-of-NNNNN.gguf
 
 
 def quantize_failure(source_name: str, qtype: str, log: str) -> GGUFPackError:

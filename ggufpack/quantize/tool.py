@@ -20,10 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..errors import GGUFPackError
+from ..options.quantize import QuantizeOptions
 from ..progress import QUIET, Progress
 from .imatrix import ImatrixOptions
 from .inprocess import output_files, quantize_failure
-from .options import QuantizeOptions, check_options
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -34,7 +34,7 @@ _TAIL_LINES = 40
 
 def quantize_args(tool: Path, source: Path, dest: Path, options: QuantizeOptions, imatrix_arg: str | None) -> list[str]:
     """``llama-quantize [flags] SOURCE DEST TYPE [NTHREADS]``; ``imatrix_arg`` is how the imatrix is named."""
-    qtype = check_options(options)
+    options = options.validated()
     args = [str(tool)]
     switches = {"--allow-requantize": options.allow_requantize, "--leave-output-tensor": options.leave_output_tensor,
                 "--pure": options.pure, "--keep-split": options.keep_split}
@@ -53,7 +53,7 @@ def quantize_args(tool: Path, source: Path, dest: Path, options: QuantizeOptions
         args += ["--tensor-type", f"{pattern}={type_name.lower()}"]
     for spec in options.override_kv:
         args += ["--override-kv", spec]
-    args += [str(source), str(dest), qtype]
+    args += [str(source), str(dest), options.type]
     if options.threads:
         args.append(str(options.threads))
     return args
@@ -113,7 +113,7 @@ def quantize_with_tool(backend: Backend, source: Path, dest: Path, options: Quan
                        progress: Progress = QUIET) -> list[Path]:
     """Quantize with the backend's ``llama-quantize``; returns the files written (shards with --keep-split)."""
     tool = backend.tool("llama-quantize")
-    qtype = check_options(options)
+    qtype = options.validated().type
     with tempfile.TemporaryDirectory(prefix="ggufpack-quantize-") as tmp:
         workdir = Path(tmp)
         imatrix_arg = (_named_as(Path(options.imatrix), options.imatrix_name, workdir)

@@ -23,7 +23,7 @@ import contextlib
 import http.client
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -36,7 +36,8 @@ from ggufpack.oci.reader import MAX_MANIFEST_BYTES, decode_json, is_media_type
 from ggufpack.registry.auth import Credentials, find_credentials
 from ggufpack.registry.settings import RegistrySettings, api_host
 
-__all__ = ["MAX_REDIRECTS", "MAX_SMALL_RESPONSE", "Manifest", "RegistryClient", "RegistryError", "manifest_document"]
+__all__ = ["MAX_REDIRECTS", "MAX_SMALL_RESPONSE", "CredentialsRefused", "Manifest", "RegistryClient", "RegistryError",
+           "manifest_document"]
 
 _REPO_IN_PATH = re.compile(r"/v2/(.+?)/(?:manifests|blobs|tags)/")
 _UNSET: Any = object()
@@ -67,6 +68,10 @@ class RegistryError(GGUFPackError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class CredentialsRefused(RegistryError):
+    """The registry (or its token server) refused the credentials we sent (401/403 with credentials)."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,8 @@ class RegistryClient:
         self.credentials = find_credentials(registry) if credentials is _UNSET else credentials
         scheme = "http" if self.settings.plain_http else "https"
         self.base = f"{scheme}://{api_host(registry)}"
+        #: the HTTPS origin that may turn out to speak plain HTTP (loopback registries only)
+        self._https_origin = _origin(self.base) if self.settings.http_fallback and scheme == "https" else None
         self.session = _Session()
         if self.settings.insecure:  # asked for on purpose: urllib3's warning per request would only be noise
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -277,7 +284,13 @@ class RegistryClient:
             # verify= per request: a session-level value loses to $REQUESTS_CA_BUNDLE in requests.
             return self.session.request(method, url, headers=headers, data=data, stream=True, timeout=TIMEOUT,
                                         allow_redirects=False, verify=self.settings.verify)
-        except requests.exceptions.SSLError as e:
+        except (requests.exceptions.SSLError, requests.exceptions.ConnectionError) as e:
+            if "wrong version number" in str(e) and self._fall_back_to_http(url):
+                return self._send_once(method, "http://" + url.split("://", 1)[1], headers, body)
+            if not isinstance(e, requests.exceptions.SSLError):
+                hint = " (is it an HTTP registry? pass --plain-http)" if "wrong version number" in str(e) else ""
+                raise RegistryError(f"cannot reach registry {self.registry} at {self.base}: {_reason(e)}{hint}") \
+                    from None
             if "wrong version number" in str(e):
                 raise RegistryError(
                     f"{self.registry} answers plain HTTP, not HTTPS: pass --plain-http (or set plain_http for it "
@@ -287,15 +300,22 @@ class RegistryClient:
                 f"TLS error talking to {self.registry}: {_reason(e)}; if it uses a self-signed certificate, "
                 "pass --insecure or set its ca_file in registries.json"
             ) from None
-        except requests.exceptions.ConnectionError as e:
-            hint = " (is it an HTTP registry? pass --plain-http)" if "wrong version number" in str(e) else ""
-            raise RegistryError(f"cannot reach registry {self.registry} at {self.base}: {_reason(e)}{hint}") from None
         except requests.exceptions.Timeout:
             raise RegistryError(
                 f"registry {self.registry} did not answer in time ({method} {_without_query(url)})"
             ) from None
         except _TRANSPORT_ERRORS as e:
             raise RegistryError(f"{self.registry}: {method} {_without_query(url)} failed: {_reason(e)}") from None
+
+    def _fall_back_to_http(self, url: str) -> bool:
+        """A loopback registry answered a TLS handshake in plain HTTP: from now on this client speaks HTTP to
+        it, as Docker does with an insecure registry (see :mod:`~ggufpack.registry.settings`)."""
+        if self._https_origin is None or _origin(url) != self._https_origin:
+            return False
+        # idempotent: requests of other threads may have started over HTTPS before the first one fell back
+        self.base = f"http://{self._https_origin[1]}"
+        self.settings = replace(self.settings, plain_http=True, http_fallback=False)
+        return True
 
     def _authenticate(self, challenge: str, url: str) -> None:
         scheme, params = parse_challenge(challenge)
@@ -350,7 +370,7 @@ class RegistryClient:
     def _auth_failure(self) -> RegistryError:
         if self.credentials is None:
             return RegistryError(f"{self.registry} requires a login: run 'ggufpack login {self.registry}'", 401)
-        return RegistryError(
+        return CredentialsRefused(
             f"authentication to {self.registry} failed for user {self.credentials.username!r}: "
             f"wrong username or password? run 'ggufpack login {self.registry}'", 401
         )
@@ -368,9 +388,9 @@ class RegistryClient:
         if ":" in reference:
             digest_hex(reference)  # a digest we cannot verify (sha512:...) is refused, not trusted
         resp = self.request("GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(accept)},
-                            stream=True, what=f"manifest {repository}:{reference}")
+                            stream=True, what=f"manifest {_named(repository, reference)}")
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        data = self._read_at_most(resp, MAX_MANIFEST_BYTES, f"manifest {repository}:{reference}")
+        data = self._read_at_most(resp, MAX_MANIFEST_BYTES, f"manifest {_named(repository, reference)}")
         digest = sha256_digest(data)
         if ":" in reference and digest != reference:
             raise RegistryError(f"{self.registry}: manifest {repository}@{reference} came back with digest {digest}")
@@ -378,7 +398,7 @@ class RegistryClient:
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         resp = self.request("PUT", f"/v2/{repository}/manifests/{reference}", headers={"Content-Type": media_type},
-                            body=data, ok=(201, 200), what=f"manifest {repository}:{reference}")
+                            body=data, ok=(201, 200), what=f"manifest {_named(repository, reference)}")
         return resp.headers.get("Docker-Content-Digest", "")
 
     def blob_size(self, repository: str, digest: str) -> int | None:
@@ -465,6 +485,11 @@ class RegistryClient:
     def url_for_location(self, location: str) -> str:
         """An upload ``Location``, absolute or relative to the registry, checked (http or https, a real URL)."""
         return checked_url(self.url(location), f"{self.registry}: upload Location")
+
+
+def _named(repository: str, reference: str) -> str:
+    """``repository:tag`` or ``repository@sha256:...``, as a reference is written."""
+    return f"{repository}@{reference}" if ":" in reference else f"{repository}:{reference}"
 
 
 def _without_query(url: str) -> str:

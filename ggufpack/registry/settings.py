@@ -9,6 +9,12 @@ Per-registry settings live in ``<ggufpack home>/registries.json``::
 and a command's ``--plain-http`` / ``--insecure`` flags override them for that run. ``plain_http``
 speaks HTTP; ``insecure`` keeps HTTPS but skips certificate verification (like skopeo's
 ``--tls-verify=false``); ``ca_file`` trusts an extra certificate authority.
+
+A loopback registry (``localhost``, ``127.0.0.0/8``, ``[::1]``) needs no ``--plain-http``: as Docker
+treats ``127.0.0.0/8`` as an insecure registry, HTTPS is tried first and, when the registry answers
+in plain HTTP (no TLS at all), the client speaks HTTP to it (``http_fallback``). Unlike Docker, a
+certificate that fails verification stays an error there too (only ``--insecure`` skips it), and no
+other registry ever falls back to HTTP.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class RegistrySettings:
     plain_http: bool = False
     insecure: bool = False
     ca_file: str | None = None
+    #: HTTPS first, HTTP when the registry does not speak TLS at all (loopback registries only)
+    http_fallback: bool = False
 
     @property
     def verify(self) -> bool | str:
@@ -69,7 +77,23 @@ def settings_for(registry: str, *, plain_http: bool = False, insecure: bool = Fa
         raise GGUFPackError(f"{settings_path()}: the entry for {registry} must be an object with true/false "
                             "plain_http and insecure and a ca_file path")
     saved = RegistrySettings(plain_http=plain, insecure=insecure_saved, ca_file=ca_file)
-    return replace(saved, plain_http=saved.plain_http or plain_http, insecure=saved.insecure or insecure)
+    plain = saved.plain_http or plain_http
+    return replace(saved, plain_http=plain, insecure=saved.insecure or insecure,
+                   http_fallback=not plain and is_loopback(registry))
+
+
+def is_loopback(registry: str) -> bool:
+    """Is ``registry`` (``HOST[:PORT]``) on this machine by its name alone: ``localhost``, an IPv4 address
+    in ``127.0.0.0/8`` or ``[::1]`` (no name is resolved)?"""
+    import ipaddress
+
+    host = registry.rpartition("]")[0].lstrip("[") if registry.startswith("[") else registry.partition(":")[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def api_host(registry: str) -> str:

@@ -19,6 +19,7 @@ from ..image.load import load_image
 from ..image.snapshot import clean_path
 from ..store import Store
 from ..store.layout import state_path
+from ..store.leases import Lease
 from ..util.fsutil import disk_full_as_error, ensure_store_dir
 
 _TEMPLATE_KEY = "tokenizer.chat_template"
@@ -100,3 +101,14 @@ def open_image(store: Store, name: str, platform: str, fetch: Callable[[str], No
         raise GGUFPackError(f"{name}: the image has no CMD, so there is no model to serve")
     files = {path: node.digest for path, node in image.snapshot.items() if node.kind == "file" and node.digest}
     return RunnableImage(store, name, image.digest, tuple(cmd), files)
+
+
+def hold_image(
+    store: Store, name: str, platform: str, fetch: Callable[[str], None] | None = None, lease_id: str | None = None,
+) -> tuple[RunnableImage, Lease]:
+    """:func:`open_image`, and a lease on the image taken before any ``prune`` could run: hand its
+    ``fd`` to the server (``Launch.keep_fds``) and the image's blobs and files stay in the store for
+    as long as the server runs, even when its refs are removed."""
+    with store.lease():
+        image = open_image(store, name, platform, fetch)
+        return image, store.hold(store.resolve(image.digest), image.files.values(), lease_id)

@@ -5,6 +5,10 @@
 - ``llama-server``: the binary of a built or sideloaded llama.cpp backend (GPU builds included);
 - ``docker``: llama.cpp's server image, with the store's runnable files mounted read-only, as
   gguf-packer runs one (``--gpus all`` when Docker has an nvidia runtime).
+
+``auto`` is llama-cpp-python's server unless the CMD (or the extra arguments) needs what it cannot do
+(:func:`ggufpack.options.default_runtime.cannot_honour`: several slots, a draft model...): then an
+installed llama-server, with a note saying why; with none installed, the refusal names the options.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import importlib.util
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from ..backends import IN_PROCESS, META, Backend, list_backends, resolve_backend
 from ..errors import GGUFPackError, UsageError
+from ..options.default_runtime import CannotHonour, Refusal
 from .cmdline import llama_cpp_python_args, llama_server_args, server_options
 from .image import RunnableImage
 
@@ -44,6 +50,8 @@ class Launch:
     cleanup: list[str] | None = None
     #: added to the server's environment (the marker of a detached server, see :mod:`.detached`)
     environment: dict[str, str] = field(default_factory=dict)
+    #: open files the server inherits: the lease that keeps its image's files in the store while it runs
+    keep_fds: tuple[int, ...] = ()
 
     @property
     def url(self) -> str:
@@ -79,21 +87,37 @@ def _server_backends() -> list[Backend]:
     return [b for b in list_backends() if b.kind in ("built", "sideloaded") and "server" in b.capabilities]
 
 
-def choose_runtime(runtime: str, backend: str | None) -> str:
-    """``auto``: llama-server when ``--backend`` names a llama.cpp build, else llama-cpp-python when its
-    server is installed, else a llama-server from any installed backend."""
+def choose_runtime(runtime: str, backend: str | None, refusals: Sequence[Refusal] = ()) -> str:
+    """``auto``: llama-server when ``--backend`` names a llama.cpp build; else llama-cpp-python when its
+    server is installed and can honour the image's CMD (``refusals``: what it cannot, from
+    :func:`default_runtime_refusals` or :func:`ggufpack.options.default_runtime.cannot_honour`); else a
+    llama-server from any installed backend."""
     if runtime == "llama-cpp-python" and backend not in (None, IN_PROCESS):
         raise UsageError(f"--backend {backend} needs --runtime llama-server (llama-cpp-python is its own backend)")
     if runtime != "auto":
         return runtime
     if backend not in (None, IN_PROCESS):
         return "llama-server"
-    if server_extra_installed():
+    if server_extra_installed() and not refusals:
         return "llama-cpp-python"
     if backend is None and _server_backends():
         return "llama-server"
+    if refusals:
+        listed = "; ".join(str(r) for r in refusals)
+        raise GGUFPackError(f"llama-cpp-python's server cannot honour {listed}, and no llama.cpp backend with "
+                            f"llama-server is installed: ggufpack backends install {META}")
     raise GGUFPackError(f"no server to run the image: {_SERVER_EXTRA_HINT}, or a llama.cpp backend "
                         f"(ggufpack backends install {META})")
+
+
+def default_runtime_refusals(image: RunnableImage, extra: Sequence[str]) -> list[Refusal]:
+    """What of the image's CMD and ``extra`` llama-cpp-python's server cannot honour (empty: it serves
+    the image as llama-server would)."""
+    try:
+        llama_cpp_python_args(server_options(image, lambda path: path, extra))
+    except CannotHonour as exc:
+        return list(exc.refusals)
+    return []
 
 
 def llama_server_program(backend: str | None, dry_run: bool) -> str:
@@ -148,7 +172,7 @@ def llama_cpp_python_launch(image: RunnableImage, host: str, port: int, extra: l
     options = server_options(image, lambda path: str(image.host_path(path)), extra)
     args, notes = llama_cpp_python_args(options)
     argv = [sys.executable, "-m", LAUNCHER, *args, "--host", host, "--port", str(port)]
-    return Launch("llama-cpp-python", argv, host, port, "/v1/models", notes)
+    return Launch("llama-cpp-python", argv, host, port, "/health", notes)
 
 
 def llama_server_launch(image: RunnableImage, host: str, port: int, extra: list[str], *, backend: str | None,
@@ -187,9 +211,15 @@ def docker_launch(image: RunnableImage, host: str, port: int, extra: list[str], 
 def plan_launch(image: RunnableImage, runtime: str, *, host: str, port: int, extra: list[str],
                 backend: str | None = None, docker_image: str | None = None, dry_run: bool = False) -> Launch:
     """The command that serves ``image`` with ``runtime`` (``auto`` resolved by :func:`choose_runtime`)."""
-    chosen = choose_runtime(runtime, backend)
+    refusals = default_runtime_refusals(image, extra) if runtime == "auto" and backend in (None, IN_PROCESS) else []
+    chosen = choose_runtime(runtime, backend, refusals)
     if chosen == "llama-cpp-python":
         return llama_cpp_python_launch(image, host, port, extra, dry_run)
     if chosen == "llama-server":
-        return llama_server_launch(image, host, port, extra, backend=backend, dry_run=dry_run)
+        launch = llama_server_launch(image, host, port, extra, backend=backend, dry_run=dry_run)
+        if refusals and backend is None:
+            why = "; ".join(str(r) for r in refusals)
+            launch = replace(launch, notes=[*launch.notes, f"runtime llama-server: llama-cpp-python's server "
+                                                           f"cannot honour {why}"])
+        return launch
     return docker_launch(image, host, port, extra, docker_image=docker_image, dry_run=dry_run)

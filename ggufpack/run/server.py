@@ -69,12 +69,12 @@ def tail(path: Path, lines: int = _TAIL_LINES) -> str:
 
 def start(launch: Launch, log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the server in a session of its own; its output goes to ``log``, else to our stderr
-    (our stdout carries only ggufpack's own lines)."""
+    (our stdout carries only ggufpack's own lines). It inherits ``launch.keep_fds`` (its lease)."""
     out = log.open("ab") if log is not None else None
     env = {**os.environ, **launch.environment} if launch.environment else None
     try:
         return subprocess.Popen(launch.argv, stdin=subprocess.DEVNULL, stdout=out or 2, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+                                start_new_session=True, env=env, pass_fds=launch.keep_fds)
     except OSError as exc:
         raise GGUFPackError(f"cannot start {launch.argv[0]}: {exc.strerror}") from None
     finally:

@@ -2,7 +2,8 @@
 
 Prune holds the GC lock exclusively; builds hold it shared (``Store.lease``) from their first blob
 write to their last ref update, so prune never deletes a blob a running build just committed but
-has not named yet. Prune also holds the index lock, so refs cannot move while it decides.
+has not named yet. Prune also holds the index lock, so refs cannot move while it decides. What a
+running server holds a lease on (``leases.py``) is kept too, whether or not a ref still names it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ggufpack.errors import GGUFPackError
 from ggufpack.oci import mediatypes as mt
+from ggufpack.store import leases
 from ggufpack.store.index import read_index, records
 from ggufpack.store.layout import Layout, digest_hex
 from ggufpack.util.fsutil import is_real_dir, read_small_file
@@ -40,6 +42,8 @@ class PruneResult:
     files_removed: int
     bytes_freed: int
     temps_removed: int = 0
+    #: images kept only because a running server holds a lease on them (no ref names them any more)
+    images_held: int = 0
 
 
 def _children(layout: Layout, digest: str, media_type: str | None) -> list[dict]:
@@ -163,8 +167,9 @@ def _remove_stale_state(layout: Layout, remover: _Remover) -> int:
 
 
 def prune(layout: Layout, extra_roots: Iterable[str] = ()) -> PruneResult:
-    """Remove blobs and files no ref nor ``extra_roots`` reaches, stale ingest temps, and what
-    interrupted pulls and imports left under ``state/``.
+    """Remove blobs and files no ref, no running server's lease nor ``extra_roots`` reaches, stale
+    ingest temps, the leases of servers that are gone, and what interrupted pulls and imports left
+    under ``state/``.
 
     ``extra_roots`` is iterated only once both locks are held, so a generator reading the build
     cache's records sees them as they are at deletion time.
@@ -175,11 +180,15 @@ def prune(layout: Layout, extra_roots: Iterable[str] = ()) -> PruneResult:
                 f"a build or another prune is using the store {layout.root}; run prune again when it ends"
             )
         with locked(layout.lock):
-            roots = list(_index_roots(layout)) + [(d, None) for d in extra_roots]
+            roots = list(_index_roots(layout))
+            named = {digest for digest, _ in roots}
+            held = list(leases.held_roots(layout))
+            images_held = len({d for d, kind in held if kind != "file" and d not in named})
+            roots += held + [(d, None) for d in extra_roots]
             keep = reachable(layout, roots)
             remover = _Remover()
             blobs = _remove_unreachable(layout.blobs, keep, remover)
             files = _remove_unreachable(layout.files, keep, remover)
             temps = _remove_stale_temps(layout.ingest, remover)
             temps += _remove_stale_state(layout, remover)
-    return PruneResult(blobs, files, remover.bytes_freed, temps)
+    return PruneResult(blobs, files, remover.bytes_freed, temps, images_held)

@@ -10,8 +10,9 @@
 <root>/state/<name>/         state of one owner each (names in STATE_NAMES): partial downloads
                              (downloads/), upload resume points (uploads/), blobs known to be in a
                              registry (known-blobs/), detached servers and split-model links (run/),
-                             sideloaded backends (backends/); imports/ is the import scratch of
-                             earlier versions, which only prune still removes
+                             sideloaded backends (backends/), the leases of running servers
+                             (leases/, see leases.py); imports/ is the import scratch of earlier
+                             versions, which only prune still removes
 <root>/lock                  flock: index.json updates and prune
 <root>/gc.lock               flock: shared by builds (leases), exclusive for prune
 ```
@@ -47,7 +48,7 @@ def default_root() -> Path:
 
 
 #: the directories under ``<root>/state/``
-STATE_NAMES = frozenset({"downloads", "uploads", "known-blobs", "run", "backends", "imports"})
+STATE_NAMES = frozenset({"downloads", "uploads", "known-blobs", "run", "backends", "leases", "imports"})
 
 
 def state_path(name: str, *below: str) -> str:

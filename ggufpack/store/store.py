@@ -5,7 +5,9 @@ Rules every writer follows (and this class enforces where it can):
 - ``index.json`` is rewritten whole (temp + fsync + rename) under the store lock;
 - a ref is set only when its manifest blob (and listed files) already exist;
 - a build holds :meth:`Store.lease` from its first write to its last ``set_ref`` so that ``prune``
-  cannot collect blobs it has written but not yet named.
+  cannot collect blobs it has written but not yet named;
+- a server holds :meth:`Store.hold` on the image it serves for as long as it runs, so that neither
+  ``remove`` nor ``prune`` takes its files away.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ggufpack.errors import GGUFPackError
+from ggufpack.errors import GGUFPackError, UsageError
 from ggufpack.oci.descriptor import Descriptor, canonical_json
-from ggufpack.refs import canonical_reference
-from ggufpack.store import gc, usage
+from ggufpack.refs import canonical_reference, parse_reference
+from ggufpack.store import gc, leases, usage
 from ggufpack.store.index import (
     ImageRecord,
     check_rfc3339,
@@ -259,6 +261,18 @@ class Store:
         with locked(self.layout.gc_lock, exclusive=False):
             yield
 
+    def hold(self, record: ImageRecord, files: Iterable[str] = (), lease_id: str | None = None) -> leases.Lease:
+        """A lease on ``record``'s image and ``files`` (see :mod:`~ggufpack.store.leases`): ``prune`` keeps
+        them while this process, or one that inherited the lease's ``fd``, runs. Take it inside
+        :meth:`lease`, from resolving the image on."""
+        return leases.take(self.layout, record, tuple(files), lease_id)
+
+    def held_images(self, images: list[ImageRecord] | None = None) -> list[ImageRecord]:
+        """Images that no ref (of ``images``, default the store's) names any more but a running server
+        holds: ``list`` shows them as ``<none>``."""
+        named = {record.descriptor.digest for record in (self.images() if images is None else images)}
+        return [r for r in leases.held_images(self.layout) if r.descriptor.digest not in named]
+
     def set_ref(
         self, ref: str, descriptor: Descriptor, created: str | None = None, files: Iterable[str] = ()
     ) -> str:
@@ -312,8 +326,16 @@ class Store:
         return malformed_entries(read_index(self.layout.index))
 
     def resolve(self, ref_or_id: str) -> ImageRecord:
-        """The image named by a ref (default tag latest), ``sha256:<hex>`` or an ID prefix (>= 4)."""
-        return find(self.images(), ref_or_id).record
+        """The image named by a ref (default tag latest), ``sha256:<hex>`` or an ID prefix (>= 4); by ID,
+        also an image a running server holds after its last ref was removed."""
+        images = self.images()
+        try:
+            return find(images, ref_or_id).record
+        except UsageError:
+            held = self.held_images(images)
+            if not held:
+                raise
+        return find(images + held, ref_or_id).record
 
     def tag(self, source: str, target: str) -> str:
         """Give the image ``source`` names the extra ref ``target``; returns the canonical target."""
@@ -327,15 +349,17 @@ class Store:
             self._write_index(index)
         return name
 
-    def remove(self, ref_or_id: str) -> list[str]:
+    def remove(self, ref_or_id: str, *, force: bool = False) -> list[str]:
         """Remove one ref, or by ID every ref of that image; returns the refs removed. The blobs
-        stay until ``prune``."""
+        stay until ``prune``. As Docker's ``rmi``, an ID whose image refs of more than one repository
+        name is refused without ``force`` (each ref can be removed by name)."""
         with locked(self.layout.lock):
             index = read_index(self.layout.index)
             match = find(records(index), ref_or_id)
             if match.ref is not None:
                 keep = [e for e in index["manifests"] if entry_ref(e) != match.ref]
             else:
+                _check_single_repository(match.record, ref_or_id, force)
                 keep = [e for e in index["manifests"]
                         if not isinstance(e, dict) or e.get("digest") != match.record.descriptor.digest]
             removed = [r for e in index["manifests"] if e not in keep and (r := entry_ref(e))]
@@ -356,6 +380,16 @@ class Store:
     def total_disk_usage(self) -> int:
         """Allocated bytes of the whole store directory."""
         return usage.total_usage(self.layout)
+
+
+def _check_single_repository(record: ImageRecord, text: str, force: bool) -> None:
+    """Docker's rule for ``rmi <ID>``: refs of one repository go together, refs of several need ``-f``."""
+    repositories = {parse_reference(ref).name for ref in record.refs}
+    if len(repositories) > 1 and not force:
+        raise UsageError(
+            f"conflict: unable to delete {text} (must be forced) - image is referenced in multiple repositories: "
+            f"{', '.join(record.refs)}; remove the refs by name, or all of them with -f"
+        )
 
 
 def _hash_fd(fd: int) -> tuple[str, int]:

@@ -1,2 +1,3 @@
-"""Neutral helpers every layer may use: durable file operations (:mod:`.fsutil`) and ``flock`` locks
-(:mod:`.locking`). They import nothing of ggufpack but :mod:`ggufpack.errors`."""
+"""Neutral helpers every layer may use: durable file operations (:mod:`.fsutil`), ``flock`` locks
+(:mod:`.locking`) and code fingerprints (:mod:`.fingerprint`). They import nothing of ggufpack but
+:mod:`ggufpack.errors`."""

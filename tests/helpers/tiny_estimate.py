@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +143,40 @@ def small_gguf(maker: Any, workdir: Path, name: str, *, vocab_size: int | None =
     out = workdir / f"{name}.{out_type}.gguf"
     convert(src, out, out_type=out_type)
     return out
+
+
+# --- comparing ---------------------------------------------------------------------------------
+
+COMPONENTS = ("weights", "kv", "compute", "output")
+
+
+@dataclass
+class Comparison:
+    """Estimated against measured bytes, per component, for several cases: a printable table and the
+    cases outside the tolerance (a component: ``share`` of the measured value or ``floor`` bytes,
+    whichever is larger; the total: ``total_share``)."""
+
+    measured_as: str
+    share: float = 0.05
+    floor: int = MIB
+    total_share: float = 0.10
+    lines: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, label: str, estimated: dict[str, int], measured: dict[str, int]) -> None:
+        got, want = sum(estimated[c] for c in COMPONENTS), sum(measured[c] for c in COMPONENTS)
+        self.lines.append(f"{label:<44}" + "".join(f" {estimated[c] / MIB:8.2f}/{measured[c] / MIB:8.2f}"
+                                                  for c in COMPONENTS)
+                          + f" {got / MIB:8.2f}/{want / MIB:8.2f} {100 * (got - want) / max(want, 1):+6.2f}%")
+        for c in COMPONENTS:
+            if abs(estimated[c] - measured[c]) > max(self.share * measured[c], self.floor):
+                self.failures.append(f"{label}: {c} estimated {estimated[c] / MIB:.2f} MiB, {self.measured_as} "
+                                     f"{measured[c] / MIB:.2f}")
+        if abs(got - want) > self.total_share * want:
+            self.failures.append(f"{label}: total estimated {got / MIB:.2f}, {self.measured_as} {want / MIB:.2f}")
+
+    def check(self) -> None:
+        head = f"{'case':<44}" + "".join(f"{c:>18}" for c in (*COMPONENTS, "total"))
+        report = "\n".join([f"{head}  (MiB estimated/{self.measured_as})", *self.lines])
+        print("\n" + report)
+        assert not self.failures, "\n".join(self.failures) + "\n\n" + report

@@ -7,9 +7,11 @@ files (or to the context files), so nothing is copied to read it.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,6 +20,7 @@ from ...gguf_info import split_names
 from ...image.snapshot import FILE_MODE, Diff, FileNode, Snapshot, clean_path
 from ...packerfile.instructions import ConvertCommand, ImatrixCommand, QuantizeCommand
 from ...sources.context import resolve_context_sources
+from ...util.fingerprint import source_fingerprint
 from ...version import __version__
 from .base import Item, OpContext, place
 from .copy import _context_node
@@ -107,16 +110,39 @@ def outputs_diff(ctx: OpContext, written: list[Path], dest: str, keyword: str) -
     return place(items, f"/{posixpath.dirname(clean_path(dest))}/", ctx.snapshot, many=True, keyword=keyword)
 
 
+def _converter_package() -> Path:
+    """Where ``ggufpack.convert``'s sources are (found without importing it, and so numpy)."""
+    spec = importlib.util.find_spec("ggufpack.convert")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+#: the converter's source directory that :func:`converter_fingerprint` hashes
+CONVERTER_PACKAGE: Path = _converter_package()
+#: what the converter's output depends on besides its own code
+CONVERTER_DISTRIBUTIONS = ("gguf", "numpy")
+
+
+@functools.cache
+def converter_fingerprint() -> str:
+    """A fingerprint of the converter's code (every source file of ``ggufpack.convert``) and of the
+    packages its output depends on, computed once per process: CONVERT's cache key holds it, so a
+    converter fix invalidates layers an older converter made."""
+    return source_fingerprint(CONVERTER_PACKAGE, CONVERTER_DISTRIBUTIONS)
+
+
 class ConvertOp:
     """CONVERT: our numpy converter (``ggufpack.convert``) on a Hugging Face checkpoint directory."""
 
     def __init__(self, ctx: OpContext, command: ConvertCommand, source: Snapshot | None) -> None:
         self.ctx, self.command, self.source = ctx, command, source
         self.files = input_files(ctx, source, command.source)
-        self.base_files = input_files(ctx, source, command.base) if command.base else []
+        base = command.options.base
+        self.base_files = input_files(ctx, source, str(base)) if base is not None else []
 
     def inputs(self) -> dict[str, Any]:
-        return {"source": inputs_json(self.files), "base": inputs_json(self.base_files), "converter": __version__}
+        return {"source": inputs_json(self.files), "base": inputs_json(self.base_files),
+                "converter": {"version": __version__, "code": converter_fingerprint()}}
 
     def run(self) -> Diff:
         try:
@@ -127,10 +153,16 @@ class ConvertOp:
         base = materialize(self.base_files, self.ctx.workdir / "convert-base") if self.base_files else None
         out = self.ctx.workdir / "convert-out" / posixpath.basename(clean_path(self.command.dest))
         # The symlink directory has a scratch name: the model is named after the source directory.
-        result = api.convert(src, out, out_type=self.command.type, model_class=self.command.model_class, base=base,
+        options = self.command.options
+        # progress and errors name what the Packerfile names, not the scratch directories
+        shown_as = {src: self.command.source, out: self.command.dest}
+        if base is not None:
+            shown_as[base] = str(options.base)
+        result = api.convert(src, out, out_type=options.out_type, model_class=options.model_class, base=base,
                              model_name=PurePosixPath(clean_path(self.command.source)).name or None,
-                             split_max_size=self.command.split_max_size, progress=self.ctx.progress,
-                             link_roots=(self.ctx.store.root, self.ctx.context_dir))  # where materialize links
+                             split_max_size=options.split_max_size, progress=self.ctx.progress,
+                             link_roots=(self.ctx.store.root, self.ctx.context_dir),  # where materialize links
+                             shown_as=shown_as)
         return outputs_diff(self.ctx, list(result.paths), self.command.dest, "CONVERT")
 
 
@@ -177,7 +209,8 @@ class QuantizeOp:
         self.ctx, self.command = ctx, command
         first = single_file(ctx, input_files(ctx, source, command.source), "the QUANTIZE source")
         self.files = _with_shards(ctx, source, command.source, first)
-        self.imatrix = aux_file(ctx, source, command.imatrix, "the importance matrix") if command.imatrix else None
+        imatrix = command.options.imatrix
+        self.imatrix = aux_file(ctx, source, str(imatrix), "the importance matrix") if imatrix is not None else None
 
     def inputs(self) -> dict[str, Any]:
         from ...quantize.api import backend_key
@@ -190,21 +223,15 @@ class QuantizeOp:
 
     def run(self) -> Diff:
         from ...quantize.api import quantize_model
-        from ...quantize.options import QuantizeOptions
 
         c = self.command
         src = materialize([InputFile(posixpath.basename(f.relpath), f.node, f.location) for f in self.files],
                           self.ctx.workdir / "quantize-src")
-        options = QuantizeOptions(
-            type=c.type, pure=c.pure, allow_requantize=c.allow_requantize, leave_output_tensor=c.leave_output_tensor,
-            output_tensor_type=c.output_tensor_type, token_embedding_type=c.token_embedding_type,
-            keep_split=c.keep_split, imatrix=self.imatrix.location if self.imatrix else None,
-            imatrix_name=_in_image_name(c.imatrix) if c.imatrix else None,
-            include_weights=c.include_weights, exclude_weights=c.exclude_weights, tensor_types=c.tensor_types,
-            override_kv=c.override_kv,
-        )
+        # the imatrix is the file the image path names; llama.cpp records the path in the image
+        options = c.options if self.imatrix is None else replace(
+            c.options, imatrix=self.imatrix.location, imatrix_name=_in_image_name(str(c.options.imatrix)))
         out = self.ctx.workdir / "quantize-out" / posixpath.basename(clean_path(c.dest))
-        self.ctx.progress.log(f"  quantizing {self.files[0].relpath} to {c.type}")
+        self.ctx.progress.log(f"  quantizing {self.files[0].relpath} to {options.type}")
         written = quantize_model(src / posixpath.basename(self.files[0].relpath), out, options,
                                  backend=self.ctx.backend, progress=self.ctx.progress)
         # --keep-split: llama.cpp names the shards after dest; they go into dest's directory
