@@ -17,7 +17,7 @@ from ggufpack.errors import DiskFullError, GGUFPackError, PackerfileError, Sourc
 from ggufpack.oci.reader import MalformedImageError
 from ggufpack.registry.client import RegistryError
 from tests.helpers.builds import cli_main, do_build, open_store, write_context
-from tests.helpers.registry import LocalRegistry, registry_available
+from tests.helpers.registry import LocalRegistry, registry_available, registry_fixture
 
 needs_registry = pytest.mark.skipif(not registry_available(), reason="needs docker-registry, htpasswd and openssl")
 
@@ -90,20 +90,10 @@ def test_located_keeps_the_cause_and_the_traceback() -> None:
 # --- builds ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def plain_registry(tmp_path_factory: pytest.TempPathFactory):
-    if not registry_available():
-        pytest.skip("needs docker-registry, htpasswd and openssl")
-    with LocalRegistry(tmp_path_factory.mktemp("reg-plain")) as reg:
-        yield reg
+plain_registry = registry_fixture("reg-plain")
 
 
-@pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory: pytest.TempPathFactory):
-    if not registry_available():
-        pytest.skip("needs docker-registry, htpasswd and openssl")
-    with LocalRegistry(tmp_path_factory.mktemp("reg-auth"), auth=("alice", "s3cret")) as reg:
-        yield reg
+auth_registry = registry_fixture("reg-auth", auth=("alice", "s3cret"))
 
 
 @pytest.fixture

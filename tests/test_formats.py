@@ -29,15 +29,12 @@ from ggufpack.registry.settings import RegistrySettings
 from ggufpack.store import Store
 from tests.helpers.builds import dangling, do_build, open_store, run_cli, sample_context, skopeo, tiny_gguf_bytes
 from tests.helpers.httpserver import LoopbackHTTPServer
-from tests.helpers.registry import LocalRegistry, registry_available
+from tests.helpers.registry import LocalRegistry, registry_available, registry_fixture
 
 pytestmark = pytest.mark.skipif(not registry_available(), reason="needs docker-registry, htpasswd and openssl")
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):
-    with LocalRegistry(tmp_path_factory.mktemp("reg")) as reg:
-        yield reg
+registry = registry_fixture("reg")
 
 
 @pytest.fixture(scope="module")

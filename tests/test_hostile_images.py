@@ -45,7 +45,7 @@ from ggufpack.registry.settings import RegistrySettings
 from ggufpack.store import Store
 from tests.helpers.bounded import Outcome, assert_clean, assert_refused, run_bounded
 from tests.helpers.builds import do_build, open_store, run_cli, tiny_gguf_bytes, write_context
-from tests.helpers.registry import LocalRegistry, registry_available
+from tests.helpers.registry import LocalRegistry, registry_available, registry_fixture
 
 needs_registry = pytest.mark.skipif(not registry_available(), reason="needs docker-registry, htpasswd and openssl")
 
@@ -82,12 +82,7 @@ def home(built_home: Path, tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):
-    if not registry_available():
-        pytest.skip("needs docker-registry, htpasswd and openssl")
-    with LocalRegistry(tmp_path_factory.mktemp("reg")) as reg:
-        yield reg
+registry = registry_fixture("reg")
 
 
 def good_image(store: Store) -> tuple[dict[str, Any], dict[str, Any]]:

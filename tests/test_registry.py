@@ -45,7 +45,7 @@ from tests.helpers.builds import (
 )
 from tests.helpers.cutproxy import BufferingProxy
 from tests.helpers.httpserver import LoopbackHTTPServer, ThreadedServer
-from tests.helpers.registry import LocalRegistry, registry_available
+from tests.helpers.registry import LocalRegistry, registry_available, registry_fixture
 from tests.helpers.tokenserver import TokenServer
 
 pytestmark = pytest.mark.skipif(not registry_available(), reason="needs docker-registry, htpasswd and openssl")
@@ -54,22 +54,13 @@ USER, PASSWORD = "alice", "correct horse"
 PLAIN = RegistrySettings(plain_http=True)
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):
-    with LocalRegistry(tmp_path_factory.mktemp("reg-plain")) as reg:
-        yield reg
+registry = registry_fixture("reg-plain")
 
 
-@pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory: pytest.TempPathFactory):
-    with LocalRegistry(tmp_path_factory.mktemp("reg-auth"), auth=(USER, PASSWORD)) as reg:
-        yield reg
+auth_registry = registry_fixture("reg-auth", auth=(USER, PASSWORD))
 
 
-@pytest.fixture(scope="module")
-def tls_registry(tmp_path_factory: pytest.TempPathFactory):
-    with LocalRegistry(tmp_path_factory.mktemp("reg-tls"), auth=(USER, PASSWORD), tls=True) as reg:
-        yield reg
+tls_registry = registry_fixture("reg-tls", auth=(USER, PASSWORD), tls=True)
 
 
 @pytest.fixture(scope="module")

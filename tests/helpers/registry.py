@@ -22,8 +22,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import pytest
 
 REGISTRY_BINARY = "docker-registry"
 
@@ -153,3 +157,17 @@ class LocalRegistry:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def registry_fixture(name: str, **options: Any) -> Callable[..., Iterator[LocalRegistry]]:
+    """A module-scoped pytest fixture serving one :class:`LocalRegistry` (``options``: its keyword
+    arguments) from a fresh directory; the tests that use it are skipped where no registry can run."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+        if not registry_available():
+            pytest.skip("needs docker-registry, htpasswd and openssl")
+        with LocalRegistry(tmp_path_factory.mktemp(name), **options) as reg:
+            yield reg
+
+    return fixture
