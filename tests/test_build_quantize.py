@@ -116,3 +116,23 @@ def test_build_backend_choice_reruns_quantize_and_gives_the_same_image(tmp_path:
         assert built.descriptor.digest == inprocess.descriptor.digest
     again = do_build(store, context, backend="numpy")
     assert again.stats.ops_run == 0
+
+
+def test_the_imatrix_sample_builds_with_the_quickstart_context(tmp_path: Path) -> None:
+    """``Packerfile.samples/imatrix``, as its README builds it: IMATRIX over the CAT'd calibration text, then
+    QUANTIZE --imatrix; the quantized model records the matrix, and only it reaches the image."""
+    pytest.importorskip("llama_cpp")
+    samples = Path(__file__).resolve().parent.parent / "Packerfile.samples"
+    store = open_store(tmp_path / "home")
+    result = do_build(store, samples / "quickstart", file=samples / "imatrix" / "GGUFPackerfile",
+                      tags=("tiny-llama:iq4_xs",))
+    tree = image_tree(store, result.image.manifest)
+    assert sorted(p for p, (kind, _, _) in tree.items() if kind == "file") == ["models/tiny-llama.IQ4_XS.gguf"]
+    model = tmp_path / "model.gguf"
+    data = tree["models/tiny-llama.IQ4_XS.gguf"][2]
+    assert isinstance(data, bytes)
+    model.write_bytes(data)
+    metadata, _ = read_gguf_header(model)
+    assert metadata["quantize.imatrix.file"] == "models/tiny-llama.imatrix"  # the image path
+    assert metadata["quantize.imatrix.chunks_count"] >= 1
+    assert result.image.config["config"]["Cmd"] == ["-m", "/models/tiny-llama.IQ4_XS.gguf", "-c", "512"]

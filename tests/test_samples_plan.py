@@ -30,7 +30,7 @@ PACKERFILE = "GGUFPackerfile"
 #: the samples this suite was written for; any other directory with a GGUFPackerfile is checked too
 EXPECTED_SAMPLES = (
     "single-stage", "multi-stage", "add-from-http", "add-from-git", "convert-lora", "from-base-image",
-    "inherit-cmd", "heredocs-and-args",
+    "inherit-cmd", "heredocs-and-args", "imatrix",
 )
 #: samples owned elsewhere that may not exist yet (checked once they do)
 OPTIONAL_SAMPLES = ("quickstart",)
