@@ -55,7 +55,7 @@ def _packerfile_path(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .plan import plan_file, render_text
+    from .plan import plan_file, plan_warnings, render_text
 
     path, display = _packerfile_path(args)
     plan = plan_file(
@@ -64,6 +64,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     )
     if args.format == "json":
         print(json.dumps(plan.to_json(), indent=2, ensure_ascii=False))
+        for warning in plan_warnings(plan):
+            print(warning, file=sys.stderr)
     else:
         print(render_text(plan))
     return 0
@@ -91,11 +93,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         labels=parse_labels(args.label), no_cache=args.no_cache, platform=args.platform, store=store,
         progress=progress, plain_http=args.plain_http, insecure=args.insecure, backend=args.backend,
     )
-    from .plan import unused_build_args_warning
+    from .plan import plan_warnings
 
-    warning = unused_build_args_warning(result.plan)
-    if warning:  # on stderr even with -q, as plan prints it
-        print(warning, file=sys.stderr)
+    for warning in plan_warnings(result.plan, result.image.config["config"]["Cmd"]):
+        print(warning, file=sys.stderr)  # even with -q, as plan prints them
     exported = result.descriptor
     if args.format == "modelpack":
         from .formats.modelpack import export_modelpack
@@ -326,7 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args = build_parser(argv).parse_args(argv)
             func: Callable[[argparse.Namespace], int] = args.func
-            return func(args)
+            code = func(args)
+            sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+            return code
         except OSError as exc:
             # last resort: the store's writers already say which file; any other full disk is clear too
             if exc.errno not in NO_SPACE_ERRNOS:
@@ -343,6 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `ggufpack list | head`: the reader went away; stop quietly, as cat does (128 + SIGPIPE)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -80,10 +80,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
     progress = progress_for(args)
     result = pull(str(ref), store=store_for(args), platform=args.platform, progress=progress,
                   plain_http=args.plain_http, insecure=args.insecure, jobs=args.jobs)
-    note = "" if result.format == "image" else f" (imported from a {result.format} artifact)"
+    note = "" if result.format == "image" else \
+        f" (imported from a {result.format} artifact as image {result.digest.removeprefix('sha256:')[:12]})"
     progress.log(f"pulled {result.reference}{note}: {result.stats.fetched} blob(s) fetched, "
                  f"{result.stats.present} already here")
-    print(result.digest)
+    print(result.remote_digest)  # the registry's: what `pull REPO@DIGEST` pulls again, as docker pull prints
     return 0
 
 

@@ -181,3 +181,54 @@ def test_a_copy_of_a_missing_file_names_the_copy_line(
     assert run.code == 1 and "Traceback" not in run.err
     assert f"error: {context}/GGUFPackerfile:6:1: " in run.err and "absent.txt" in run.err, run.err
     assert run.err.count("GGUFPackerfile:6") == 1  # one location, not a prefix on a prefix
+
+
+def test_a_cmd_naming_a_missing_model_points_at_it_and_lists_the_ggufs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.helpers.builds import tiny_gguf_bytes
+
+    gguf = tiny_gguf_bytes(tmp_path / "g")
+    context = write_context(tmp_path / "ctx", 'FROM scratch\nCOPY a.gguf b.gguf /models/\n'
+                            'CMD ["-c", "512", "-m", "/models/c.gguf"]\n', {"a.gguf": gguf, "b.gguf": gguf})
+    run = cli_main(["build", "-q", "-t", "m:1", str(context)], tmp_path / "home", capsys, monkeypatch)
+    assert run.code == 1 and "Traceback" not in run.err
+    assert (f"error: {context}/GGUFPackerfile:3:25: CMD names /models/c.gguf, but the image has no such file; "
+            "its GGUF files are /models/a.gguf, /models/b.gguf") in run.err, run.err
+
+
+def test_plan_refuses_what_llama_server_refuses_in_cmd(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unknown option, missing value, bad value, an option that makes the server exit: FILE:LINE:COL at plan."""
+    cases = {
+        '"--ctx", "2048"': (23, "unknown llama-server option --ctx (did you mean --ctx-size"),
+        '"-c"': (23, "-c needs N after it"),
+        '"-c", "many"': (29, "-c takes a whole number (N): 'many' is not a whole number"),
+        '"--version"': (23, "--version makes llama-server print something and exit"),
+        # llama-server's handler throws for an item without :SCALE; the two-value form of older releases
+        '"--lora-scaled", "/m.gguf"': (40, "--lora-scaled takes FNAME:SCALE,... (not '/m.gguf')"),
+        '"--lora-scaled", "/m.gguf", "0.5"': (51, "unexpected argument '0.5': --lora-scaled takes one argument, "
+                                                  "FNAME:SCALE,... (write '/m.gguf:0.5')"),
+    }
+    for args, (column, message) in cases.items():
+        context = write_context(tmp_path / f"ctx{column}{len(args)}",
+                                f'FROM scratch\nCOPY m.gguf /m.gguf\nCMD ["-m", "/m.gguf", {args}]\n')
+        run = cli_main(["plan", str(context)], tmp_path / "home", capsys, monkeypatch)
+        assert run.code == 2, run.err
+        assert run.err.startswith(f"error: {context}/GGUFPackerfile:3:{column}: CMD: {message}"), run.err
+
+
+def test_plan_and_build_say_when_the_default_runtime_cannot_serve_the_cmd(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.helpers.builds import tiny_gguf_bytes
+
+    context = write_context(tmp_path / "ctx", 'FROM scratch\nCOPY m.gguf /m.gguf\nCMD ["-m", "/m.gguf", "-np", "2"]\n',
+                            {"m.gguf": tiny_gguf_bytes(tmp_path / "g")})
+    expected = (f"warning: {context}/GGUFPackerfile:3:23: llama-cpp-python's server (the default runtime) cannot "
+                "honour -np 2")
+    planned = cli_main(["plan", str(context)], tmp_path / "home", capsys, monkeypatch)
+    assert planned.code == 0 and expected in planned.out, planned.out
+    built = cli_main(["build", "-q", "-t", "np:1", str(context)], tmp_path / "home", capsys, monkeypatch)
+    assert built.code == 0 and expected in built.err and "llama-server" in built.err, built.err

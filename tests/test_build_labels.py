@@ -122,7 +122,7 @@ def test_user_label_wins_and_cli_label_wins_over_it(
 
 def test_drafter_and_adapters(tmp_path: Path) -> None:
     packerfile = ('FROM scratch\nCOPY *.gguf /m/\n'
-                  'CMD ["-m", "/m/main.gguf", "-md", "/m/draft.gguf", "--lora-scaled", "/m/a.gguf", "0.5", '
+                  'CMD ["-m", "/m/main.gguf", "-md", "/m/draft.gguf", "--lora-scaled", "/m/a.gguf:0.5", '
                   '"--lora", "/m/b.gguf"]\n')
     result, paths = _build(tmp_path, packerfile, {
         "main.gguf": {"weight_type": "Q8_0"}, "draft.gguf": {"weight_type": "Q4_0", "n_layers": 1},
@@ -133,7 +133,7 @@ def test_drafter_and_adapters(tmp_path: Path) -> None:
     assert (fields["Drafter"]["CmdParameterValue"], fields["Drafter"]["CmdParameterIndex"]) == ("/m/draft.gguf", 3)
     assert fields["Drafter"]["Parameters"] == _expected(paths["draft.gguf"])["params"]
     assert [(a["CmdParameterValue"], a["CmdParameterIndex"]) for a in fields["Adapters"]] == [
-        ("/m/a.gguf", 5), ("/m/b.gguf", 8)]
+        ("/m/a.gguf", 5), ("/m/b.gguf", 7)]
     assert fields["Size"] == sum(p.stat().st_size for p in paths.values())
     # labels describe the model, not the drafter
     assert fields["Labels"]["gguf.model.filetype"] == "Q8_0"

@@ -198,6 +198,7 @@ def test_docker_model_runner_artifact_imports(registry, gguf_bytes, tmp_path: Pa
     out = run_cli(["pull", f"{registry.host}/ai/tiny:F16", "--plain-http"], tmp_path / "home")
     assert out.code == 0, out.err
     assert "imported from a docker-ai artifact" in out.err
+    assert out.out.strip() == digest  # the registry's digest, which `pull REPO@DIGEST` pulls again
     store = Store(tmp_path / "home")
     ref = f"{registry.host}/ai/tiny:F16"
     assert cmd_of(store, ref) == ["-m", "/models/tiny.gguf", "--chat-template-file", "/models/template.jinja",
@@ -232,7 +233,7 @@ def test_ollama_manifest_imports_with_system_prompt_and_params(registry, gguf_by
     assert result.format == "ollama"
     ref = f"{registry.host}/library/tiny:latest"
     assert cmd_of(fresh, ref) == ["-m", "/models/model.gguf", "--system-prompt-file", "/models/system.txt",
-                                  "-c", "4096", "--temp", "0.2"]
+                                  "-c", "4096", "-r", "<|end|>", "--temp", "0.2"]
     record = fresh.resolve(ref)
     by_content = {fresh.file_path(d).read_bytes() for d in record.files}
     assert system in by_content and gguf_bytes in by_content
@@ -369,3 +370,33 @@ def test_unsafe_artifact_paths_are_refused(path: str):
 
 def test_artifact_paths_are_cleaned():
     assert image_path("//prompts/./system.txt", "example.com/x:1") == "prompts/system.txt"
+
+
+def test_an_ollama_model_with_parameters_imported_and_run_with_no_flags_answers(registry, tmp_path: Path):
+    """What ``ollama run`` gives: an Ollama model with a system prompt and sampling parameters, pulled and
+    run one-shot with the default runtime and no flag at all, answers; its parameters are the server's."""
+    pytest.importorskip("llama_cpp")
+    from tests.helpers.tiny_run import tiny_chat_gguf
+
+    gguf = tiny_chat_gguf(tmp_path).read_bytes()  # a converted tiny Llama: a real tokenizer and chat template
+    system, params = b"You are a pirate.", canonical_json({"num_ctx": 256, "temperature": 0.2, "num_predict": 8,
+                                                           "stop": ["<|end|>"], "top_k": 20})
+    config = canonical_json({"model_format": "gguf", "model_family": "llama", "file_type": "F16",
+                             "rootfs": {"type": "layers", "diff_ids": []}})
+    manifest = {
+        "schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST, "config": desc(config, mt.DOCKER_CONFIG),
+        "layers": [desc(gguf, mt.OLLAMA_MODEL), desc(b"{{ .Prompt }}", mt.OLLAMA_TEMPLATE),
+                   desc(system, mt.OLLAMA_SYSTEM), desc(params, mt.OLLAMA_PARAMS)],
+    }
+    push_raw(registry, "library/pirate", "latest", [config, gguf, b"{{ .Prompt }}", system, params], manifest,
+             mt.DOCKER_MANIFEST)
+    home = tmp_path / "home"
+    ref = f"{registry.host}/library/pirate:latest"
+    pulled = run_cli(["pull", "--plain-http", ref], home)
+    assert pulled.code == 0, pulled.err
+    answered = run_cli(["run", ref, "Ahoy?"], home, timeout=180)
+    assert answered.code == 0, answered.err
+    assert answered.out.strip(), "the model answered nothing"
+    dry = run_cli(["run", "--dry-run", ref], home)
+    assert dry.code == 0, dry.err
+    assert '"temperature":0.2' in dry.out and '"top_k":20' in dry.out and '"stop":["<|end|>"]' in dry.out, dry.out

@@ -21,12 +21,12 @@ PACKAGE = Path(ggufpack.__file__).parent
 LAYERS: dict[str, int] = {
     # utilities: no ggufpack import but each other
     "errors": 0, "util": 0, "terminal": 0, "progress": 0, "version": 0,
-    # formats on disk and on the wire
-    "oci": 1, "gguf_info": 1, "refs": 1,
+    # formats on disk and on the wire; the option declarations (CONVERT/QUANTIZE, llama-server's), pure data
+    "oci": 1, "gguf_info": 1, "refs": 1, "options": 1,
     "store": 2,
     "image": 3,
     # what produces files: sources, the converter, llama.cpp; the Packerfile language (pure text)
-    "sources": 4, "convert": 4, "quantize": 4, "backends": 4, "options": 4, "packerfile": 4,
+    "sources": 4, "convert": 4, "quantize": 4, "backends": 4, "packerfile": 4,
     "plan": 5,
     "engine": 6, "frontend": 6,
     "registry": 7, "formats": 7, "estimate": 7, "run": 7, "images": 7,

@@ -45,7 +45,7 @@ CASES = [
          "must be a llama-server option starting with '-'"),
     Case("cmd-without-model", 'FROM scratch\nCMD ["--port", "8080"]\n', 2, 1, "the final CMD names no model"),
     Case("cmd-empty", "FROM scratch\nCMD []\n", 2, 1, "CMD has no arguments"),
-    Case("cmd-option-without-value", 'FROM scratch\nCMD ["-m"]\n', 2, 5, "-m needs 1 value(s)"),
+    Case("cmd-option-without-value", 'FROM scratch\nCMD ["-m"]\n', 2, 6, "-m needs FNAME after it"),
     Case("cmd-model-twice", 'FROM scratch\nCMD ["-m", "a", "--model", "b"]\n', 2, 5, "model given twice"),
     Case("cmd-undeclared-variable", 'FROM scratch\nCMD ["-m", "x", "--chat-template", "a\\"b$NOPE"]\n', 2, 41,
          "variable 'NOPE' is not declared"),

@@ -40,7 +40,7 @@ A
 b $Q
 B
 LABEL org.opencontainers.image.title="my model" k=v
-CMD ["-m", "/q.gguf", "--lora-scaled", "/l.gguf", "0.5"]
+CMD ["-m", "/q.gguf", "--lora-scaled", "/l.gguf:0.5"]
 """.format(sha="a" * 64)
 
 #: fragments that stress the lexer and expander when spliced in anywhere

@@ -207,15 +207,15 @@ def test_plan_json_shape() -> None:
 def test_cmd_roles_with_indexes() -> None:
     text = (
         'FROM scratch\nCMD ["-c", "4096", "-m", "/m.gguf", "-md", "/d.gguf", "--mmproj", "/p.gguf",\\\n'
-        ' "--lora", "/l1.gguf", "--lora-scaled", "/l2.gguf", "0.5", "--control-vector", "/cv.gguf",\\\n'
-        ' "--control-vector-scaled", "/cv2.gguf", "0.8", "--port", "8080"]\n'
+        ' "--lora", "/l1.gguf,/l3.gguf", "--lora-scaled", "/l2.gguf:0.5", "--control-vector", "/cv.gguf",\\\n'
+        ' "--control-vector-scaled", "/cv2.gguf:0.8", "--port", "8080"]\n'
     )
     cmd = plan_of(text).cmd
     assert cmd.origin == "own"
     assert [(r.role, r.value, r.index) for r in cmd.command.roles] == [
         ("model", "/m.gguf", 3), ("drafter", "/d.gguf", 5), ("projector", "/p.gguf", 7),
-        ("adapter", "/l1.gguf", 9), ("adapter", "/l2.gguf", 11), ("adapter", "/cv.gguf", 14),
-        ("adapter", "/cv2.gguf", 16),
+        ("adapter", "/l1.gguf", 9), ("adapter", "/l3.gguf", 9), ("adapter", "/l2.gguf", 11),
+        ("adapter", "/cv.gguf", 13), ("adapter", "/cv2.gguf", 15),
     ]
 
 

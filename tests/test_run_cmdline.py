@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from ggufpack.errors import UsageError
+from ggufpack.errors import GGUFPackError, UsageError
 from ggufpack.options.default_runtime import CannotHonour, cannot_honour
 from ggufpack.run.chat import with_system_prompt
 from ggufpack.run.cmdline import Option, llama_cpp_python_args, parse_options
@@ -139,16 +139,22 @@ def test_system_prompt_needs_a_jinja_template(tmp_path: Path, capsys: pytest.Cap
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     gguf = tiny_gguf_bytes(tmp_path / "g")  # no chat template in its metadata
+    contexts = {}
     for tag, template in (("named:1", ', "--chat-template", "chatml"'), ("none:1", "")):
         packerfile = (
             "FROM scratch\nCOPY tiny.gguf /m.gguf\nCAT <<EOF /s.txt\nBe nice.\nEOF\n"
             f'CMD ["-m", "/m.gguf", "--system-prompt-file", "/s.txt"{template}]\n'
         )
-        do_build(open_store(home), write_context(tmp_path / tag, packerfile, {"tiny.gguf": gguf}), tags=(tag,))
+        contexts[tag] = write_context(tmp_path / tag, packerfile, {"tiny.gguf": gguf})
+    do_build(open_store(home), contexts["named:1"], tags=("named:1",))
     named = cli_main(["run", "named:1", "--dry-run"], home, capsys, monkeypatch)
     assert named.code == 1 and "needs a Jinja chat template" in named.err and "'chatml'" in named.err
-    none = cli_main(["run", "none:1", "--dry-run"], home, capsys, monkeypatch)
-    assert none.code == 1 and "no chat template to put it in" in none.err
+    # no template at all: refused when the image is built, at the system prompt's argument, not at run
+    with pytest.raises(GGUFPackError, match="no chat template to put it in") as refused:
+        do_build(open_store(home), contexts["none:1"], tags=("none:1",))
+    assert str(refused.value).startswith(f"{contexts['none:1']}/GGUFPackerfile:6:23: CMD has a system prompt")
+    with pytest.raises(GGUFPackError, match="none:1"):
+        open_store(home).resolve("none:1")  # no ref was set
 
 
 def test_parse_options() -> None:

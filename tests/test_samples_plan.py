@@ -191,8 +191,10 @@ def test_multi_stage_build_args_override_global_args_in_every_stage() -> None:
 
 
 def test_multi_stage_unused_build_arg_is_reported() -> None:
-    plan = _plan_subprocess("multi-stage", ["--build-arg", "QUANT=Q8_0"])
-    assert plan["args"]["unused_build_args"] == ["QUANT"]
+    as_json = _run_subprocess(_cli_args("multi-stage", ["--build-arg", "QUANT=Q8_0"]))
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["args"]["unused_build_args"] == ["QUANT"]
+    assert as_json.stderr == "warning: build args not declared by any ARG: QUANT\n"  # stdout stays JSON
     result = _run_subprocess(_cli_args("multi-stage", ["--build-arg", "QUANT=Q8_0"], "text"))
     assert result.returncode == 0, result.stderr
     assert "warning: build args not declared by any ARG: QUANT" in result.stdout.splitlines()

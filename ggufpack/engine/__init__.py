@@ -70,7 +70,7 @@ def build(
         executor = Executor(store, plan, context_dir, options)
         state = executor.run()
         image = assemble(store, state, platform=plan.platform, extra_labels=dict(labels or {}),
-                         source_date_epoch=options.source_date_epoch)
+                         source_date_epoch=options.source_date_epoch, cmd_command=plan.cmd.command)
         for ref in refs:
             store.set_ref(ref, image.descriptor, files=image.files)
     if not refs:

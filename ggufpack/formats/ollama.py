@@ -7,8 +7,8 @@ the GGUF's own Jinja template is what llama-server uses), ``system`` (the system
 
 The image: files under ``/models`` (and ``/licenses``), and a CMD that loads the model with its
 projector and adapters, passes the system prompt as ``--system-prompt-file``, and maps the params
-llama-server has flags for (``num_ctx`` → ``-c``, ``temperature`` → ``--temp``...). Params without an
-equivalent are reported and left out.
+llama-server has flags for (``num_ctx`` → ``-c``, ``temperature`` → ``--temp``..., each ``stop`` word
+→ ``-r``). Params without an equivalent are reported and left out.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ def params_flags(params: dict[str, Any], progress: Progress) -> list[str]:
     for key in sorted(params):
         flag = PARAM_FLAGS.get(key)
         value = params[key]
+        if key == "stop" and isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+            for word in value:  # llama-server's stop strings: --reverse-prompt, once per word
+                args += ["-r", word]
+            continue
         if flag is None or isinstance(value, (list, dict)):
             progress.log(f"  Ollama parameter {key}={json.dumps(value)} has no llama-server flag; left out")
             continue

@@ -21,6 +21,7 @@ from ..oci.image import build_image_config, build_manifest, history_entry, rfc33
 from ..oci.platform import parse_platform
 from ..oci.reader import MAX_CONFIG_BYTES
 from ..oci.tarlayer import LayerEntry, choose_compression, write_layer
+from ..options.default_runtime import SYSTEM_PROMPT_OPTIONS
 from ..progress import Progress
 from ..store import Store
 from .layers import LayerResult
@@ -47,6 +48,23 @@ class CmdFile(Protocol):
     def index(self) -> int: ...
 
 
+class CmdError(GGUFPackError):
+    """A CMD argument the committed image cannot serve; ``index`` is that argument's index in CMD (the
+    build engine points at it in the Packerfile)."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+#: CMD options that give the chat template (llama-server's spellings)
+_TEMPLATE_OPTIONS = frozenset({"--chat-template", "--chat-template-file"})
+#: GGUF key of the model's own chat template
+_TEMPLATE_KEY = "tokenizer.chat_template"
+#: how many of the image's GGUF files a "no such file" message lists
+_LISTED_GGUFS = 10
+
+
 @dataclass(frozen=True)
 class AssembledImage:
     """A committed image: its manifest descriptor, manifest and config bodies."""
@@ -56,6 +74,8 @@ class AssembledImage:
     config: dict[str, Any]
     #: content digests of every file in the image (kept runnable by the ref)
     files: frozenset[str]
+    #: the header of the model CMD names (``-m``; the first shard of a split one)
+    model: GGUFHeader
 
 
 def history_item(created_by: str, *, empty_layer: bool = False, source_date_epoch: int | None = None,
@@ -82,24 +102,44 @@ def commit_layer(store: Store, diff: Diff, *, mtime: int, progress: Progress) ->
     return LayerResult(info.descriptor(), info.diff_id, diff)
 
 
-def _headers(store: Store, snapshot: Snapshot, value: str) -> tuple[list[GGUFHeader], int]:
+def _no_such_file(snapshot: Snapshot, role: CmdFile) -> CmdError:
+    ggufs = sorted(f"/{path}" for path, node in snapshot.items() if node.kind == "file" and path.endswith(".gguf"))
+    listed = ", ".join(ggufs[:_LISTED_GGUFS]) + (f" and {len(ggufs) - _LISTED_GGUFS} more"
+                                                 if len(ggufs) > _LISTED_GGUFS else "")
+    found = f"its GGUF files are {listed}" if ggufs else "it holds no GGUF file"
+    return CmdError(f"CMD names {role.value}, but the image has no such file; {found}", role.index)
+
+
+def _headers(store: Store, snapshot: Snapshot, role: CmdFile) -> tuple[list[GGUFHeader], int]:
     """The GGUF header(s) of a CMD path (all shards of a split set) and the bytes of its file(s)."""
+    value = role.value
     path = clean_path(value)
     node = snapshot.get(path)
     if node is None or node.kind != "file" or node.digest is None:
-        raise GGUFPackError(f"CMD names {value}, but the image has no such file")
+        raise _no_such_file(snapshot, role)
     paths = split_names(path) or [path]
     headers, size = [], 0
     for shard in paths:
         shard_node = snapshot.get(shard)
         if shard_node is None or shard_node.digest is None:
-            raise GGUFPackError(f"CMD names {value}, but shard /{shard} of that split model is missing")
+            raise CmdError(f"CMD names {value}, but shard /{shard} of that split model is missing", role.index)
         try:
             headers.append(read_header_file(store.file_path(shard_node.digest)))
         except GGUFPackError as exc:
-            raise GGUFPackError(f"CMD names {value}, which is not a readable GGUF file: {exc}") from None
+            raise CmdError(f"CMD names {value}, which is not a readable GGUF file: {exc}", role.index) from None
         size += shard_node.size
     return headers, size
+
+
+def check_system_prompt(cmd: Sequence[str], model: GGUFHeader) -> None:
+    """A system prompt needs a chat template to travel in (``run`` folds it into one): CMD's own or the
+    model's. The build engine refuses an image without one rather than leave it to fail at ``run``."""
+    prompt = next((i for i, arg in enumerate(cmd) if arg in SYSTEM_PROMPT_OPTIONS), None)
+    if prompt is None or _TEMPLATE_OPTIONS & set(cmd) or isinstance(model.metadata.get(_TEMPLATE_KEY), str):
+        return
+    raise CmdError(f"CMD has a system prompt ({cmd[prompt]}) but the model has no chat template to put it in "
+                   f"(no {_TEMPLATE_KEY}); add --chat-template-file to CMD, or leave the system prompt out",
+                   prompt)
 
 
 def _inherited_labels(labels: Mapping[str, str], base: BaseImage | None) -> dict[str, str]:
@@ -138,7 +178,7 @@ def commit_image(
     total_size = 0
     adapters = []
     for role in roles:
-        headers, size = _headers(store, snapshot, role.value)
+        headers, size = _headers(store, snapshot, role)
         total_size += size
         entry = model_config_entry(headers, cmd_value=role.value, cmd_index=role.index)
         if role.role == "adapter":
@@ -179,4 +219,4 @@ def commit_image(
     )
     digest, size, _ = store.put_json(manifest)
     files = frozenset(node.digest for _, node in snapshot.items() if node.digest)
-    return AssembledImage(Descriptor(mt.OCI_MANIFEST, digest, size), manifest, config, files)
+    return AssembledImage(Descriptor(mt.OCI_MANIFEST, digest, size), manifest, config, files, model_headers[0])

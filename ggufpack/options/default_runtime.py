@@ -33,11 +33,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import GGUFPackError
-from .server_args import ArgProblem, ParsedArg, ServerArgs, ServerArgsError, find_option, parse_server_args, split_csv
+from .server_args import (
+    ArgProblem,
+    ParsedArg,
+    ServerArgs,
+    ServerArgsError,
+    check_server_args,
+    find_option,
+    parse_server_args,
+    split_csv,
+)
 
 #: ggufpack's own CMD options, not llama-server's: the image's system prompt, which ``run`` folds into
 #: the chat template (:mod:`ggufpack.run.chat`) before a server sees the arguments; each takes one value
@@ -431,15 +440,45 @@ def _request_defaults(t: Translation) -> dict[str, Any]:
     return out
 
 
-def _without_system_prompt(argv: Sequence[str]) -> list[str]:
-    out, i = [], 0
+def _without_system_prompt(argv: Sequence[str]) -> tuple[list[str], list[int], ArgProblem | None]:
+    """``argv`` without ggufpack's system-prompt options and their values: the llama-server arguments,
+    the index in ``argv`` of each, and the problem of a system-prompt option with no value after it."""
+    out: list[str] = []
+    where: list[int] = []
+    i = 0
     while i < len(argv):
         if argv[i] in SYSTEM_PROMPT_OPTIONS:
+            if i + 1 >= len(argv):
+                return out, where, ArgProblem(i, argv[i], "missing-value",
+                                              f"expected value for argument {argv[i]} (ggufpack's system prompt)")
             i += 2
             continue
         out.append(argv[i])
+        where.append(i)
         i += 1
-    return out
+    return out, where, None
+
+
+def cmd_problem(argv: Sequence[str]) -> ArgProblem | None:
+    """The first thing llama-server would refuse in a CMD (ggufpack's system-prompt options allowed), its
+    ``index`` into ``argv`` (for the Packerfile's FILE:LINE:COL); None when llama-server accepts it."""
+    args, where, own = _without_system_prompt(argv)
+    problem = check_server_args(args)
+    if problem is None:
+        try:  # values llama-server's own handlers throw for (``--lora-scaled a.gguf`` without ``:SCALE``)
+            _gather(parse_server_args(args))
+        except ServerArgsError as exc:
+            problem = exc.problem
+    if problem is None and own is None:
+        exits = [w for w in parse_server_args(args).warnings if w.code == "exits"]
+        if not exits:
+            return None
+        problem = replace(exits[0], severity="error",
+                          message=f"{exits[0].arg} makes llama-server print something and exit: the image would "
+                                  "never serve; leave it out of CMD")
+    if problem is not None:
+        problem = replace(problem, index=where[problem.index] if problem.index < len(where) else len(argv) - 1)
+    return min((p for p in (problem, own) if p is not None), key=lambda p: p.index)
 
 
 def cannot_honour(argv: Iterable[str]) -> list[Refusal]:
@@ -448,9 +487,13 @@ def cannot_honour(argv: Iterable[str]) -> list[Refusal]:
 
     Raises :class:`~ggufpack.options.server_args.ServerArgsError` where llama-server itself would refuse
     the arguments (check those first, with their FILE:LINE:COL)."""
-    t = _gather(parse_server_args(_without_system_prompt(list(argv))))
+    args, where, problem = _without_system_prompt(list(argv))
+    if problem is not None:
+        raise ServerArgsError(problem)
+    t = _gather(parse_server_args(args))
     _finish(t, None)
-    return sorted(t.refusals, key=lambda r: r.index)
+    refusals = [replace(r, index=where[r.index]) if 0 <= r.index < len(where) else r for r in t.refusals]
+    return sorted(refusals, key=lambda r: r.index)
 
 
 def translate(argv: Iterable[str], alias: str | None = None) -> tuple[list[str], list[str]]:

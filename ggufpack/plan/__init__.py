@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..packerfile import read_packerfile
@@ -39,12 +39,26 @@ def _describe_args(op: Op) -> str:
     return " ".join(parts)
 
 
-def unused_build_args_warning(plan: Plan) -> str | None:
-    """The warning ``plan`` and ``build`` print for ``--build-arg`` names no ARG declares (Docker: "One or
-    more build-args [X] were not consumed"); None when every one is used."""
-    if not plan.unused_build_args:
-        return None
-    return f"warning: build args not declared by any ARG: {', '.join(plan.unused_build_args)}"
+def plan_warnings(plan: Plan, cmd: Sequence[str] | None = None) -> list[str]:
+    """The warnings ``plan`` and ``build`` print: ``--build-arg`` names no ARG declares (Docker: "One or
+    more build-args [X] were not consumed"), and CMD options llama-cpp-python's server, the default
+    runtime, cannot honour (then ``run`` needs llama-server). ``cmd``: the built image's CMD (an inherited
+    one is known only then); default: the plan's own."""
+    from ..options.default_runtime import cannot_honour
+
+    warnings = []
+    if plan.unused_build_args:
+        warnings.append(f"warning: build args not declared by any ARG: {', '.join(plan.unused_build_args)}")
+    own = plan.cmd.command
+    args = list(cmd) if cmd is not None else list(own.args) if own is not None else []
+    refusals = cannot_honour(args) if args else []
+    if refusals:
+        where = f"{own.position_of(refusals[0].index)}: " if own is not None and list(own.args) == args else ""
+        listed = "; ".join(str(r) for r in refusals)
+        warnings.append(f"warning: {where}llama-cpp-python's server (the default runtime) cannot honour {listed}: "
+                        "'ggufpack run' serves this image with llama-server, which 'ggufpack backends install "
+                        "llama.cpp' builds")
+    return warnings
 
 
 def render_text(plan: Plan) -> str:
@@ -53,9 +67,7 @@ def render_text(plan: Plan) -> str:
         f"{plan.file}: {len(plan.stages)} stage(s), target {plan.target_stage.label}, platform {plan.platform}",
         f"execution order: {', '.join(plan.stages[i].label for i in plan.order)}",
     ]
-    warning = unused_build_args_warning(plan)
-    if warning:
-        lines.append(warning)
+    lines += plan_warnings(plan)
     for stage in plan.stages:
         lines.append("")
         state = "needed" if stage.needed else "pruned (not needed by the target)"
@@ -82,4 +94,4 @@ def render_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Op", "Plan", "SourceRef", "Stage", "build_plan", "plan_file", "render_text", "unused_build_args_warning"]
+__all__ = ["Op", "Plan", "SourceRef", "Stage", "build_plan", "plan_file", "plan_warnings", "render_text"]

@@ -57,6 +57,8 @@ class PullResult:
     digest: str  # of the stored manifest
     format: str  # image | modelpack | docker-ai | ollama
     stats: PullStats
+    #: of the manifest the registry served (``digest`` too, unless an artifact was imported as an image)
+    remote_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,4 +187,4 @@ def pull_image(store: Store, ref: Reference, client: RegistryClient, *, platform
             from ggufpack.formats import import_artifact
 
             digest = import_artifact(store, kind, manifest.digest, parsed, ref_name, progress)
-    return PullResult(ref_name, digest, kind, stats)
+    return PullResult(ref_name, digest, kind, stats, manifest.digest)

@@ -9,18 +9,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ...errors import SourcePosition
+from ...options.default_runtime import SYSTEM_PROMPT_OPTIONS, cmd_problem, lora_paths
+from ...options.server_args import find_option
 from .base import Command, Instruction
 from .expansion import Expansion
 from .flags import Flags
 
-#: CMD options that name a model file: option → (role, number of values; the path is the first)
-CMD_FILE_OPTIONS: dict[str, tuple[str, int]] = {
-    "-m": ("model", 1), "--model": ("model", 1),
-    "-md": ("drafter", 1), "--model-draft": ("drafter", 1),
-    "-mm": ("projector", 1), "--mmproj": ("projector", 1),
-    "--lora": ("adapter", 1), "--lora-scaled": ("adapter", 2),
-    "--control-vector": ("adapter", 1), "--control-vector-scaled": ("adapter", 2),
+#: llama-server options (canonical names, any spelling counts) that name model files → (role, whether the
+#: value is a comma-separated list of ``FNAME:SCALE`` items rather than one path)
+CMD_FILE_OPTIONS: dict[str, tuple[str, bool]] = {
+    "--model": ("model", False),
+    "--spec-draft-model": ("drafter", False),
+    "--mmproj": ("projector", False),
+    "--lora": ("adapter", False), "--lora-scaled": ("adapter", True),
+    "--control-vector": ("adapter", False), "--control-vector-scaled": ("adapter", True),
 }
+#: roles an image has at most one of
+_SINGLE_ROLES = ("model", "drafter", "projector")
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class CmdCommand(Command):
     keyword: ClassVar[str] = "CMD"
     args: tuple[str, ...]
     roles: tuple[CmdRole, ...] = field(default=())
+    #: where each argument is written (its opening quote), for messages about one of them
+    arg_positions: tuple[SourcePosition, ...] = field(default=(), compare=False)
 
     def arguments(self) -> dict[str, Any]:
         return {"args": list(self.args), "roles": [r.to_json() for r in self.roles]}
@@ -47,26 +55,32 @@ class CmdCommand(Command):
     def role(self, name: str) -> CmdRole | None:
         return next((r for r in self.roles if r.role == name), None)
 
+    def position_of(self, index: int) -> SourcePosition:
+        """Where argument ``index`` is written (the instruction's position when not known)."""
+        return self.arg_positions[index] if 0 <= index < len(self.arg_positions) else self.position
+
 
 def cmd_roles(args: list[str], error: Callable[[str], Exception]) -> tuple[CmdRole, ...]:
-    """The model files a llama-server argument list names, with the index of each path."""
+    """The model files a llama-server argument list names, with the index of each path's argument (the
+    adapters of one ``--lora a.gguf,b.gguf`` share it). Spellings and list syntax are llama-server's."""
     roles: list[CmdRole] = []
     i = 0
     while i < len(args):
-        option = CMD_FILE_OPTIONS.get(args[i])
-        if option is None:
-            i += 1
+        option = find_option(args[i])
+        known = CMD_FILE_OPTIONS.get(option.name) if option is not None else None
+        if known is None:
+            i += 1 + (option.nargs if option is not None else 1 if args[i] in SYSTEM_PROMPT_OPTIONS else 0)
             continue
-        role, count = option
-        if i + count >= len(args):
-            raise error(f"CMD: {args[i]} needs {count} value(s)")
-        path = args[i + 1]
-        if not path:
+        role, scaled = known
+        if i + 1 >= len(args):
+            raise error(f"CMD: {args[i]} needs a value")
+        paths = [path for path, _ in lora_paths(args[i + 1], scaled)] if role == "adapter" else [args[i + 1]]
+        if not paths or not all(paths):
             raise error(f"CMD: {args[i]} has an empty path")
-        if role != "adapter" and any(r.role == role for r in roles):
+        if role in _SINGLE_ROLES and any(r.role == role for r in roles):
             raise error(f"CMD: {role} given twice")
-        roles.append(CmdRole(role, path, i + 1))
-        i += count + 1
+        roles += [CmdRole(role, path, i + 1) for path in paths]
+        i += 2
     return tuple(roles)
 
 
@@ -85,8 +99,16 @@ def parse_cmd(ex: Expansion, flags: Flags) -> CmdCommand:
     if not args[0].startswith("-"):
         raise ex.error(f"CMD: the first argument must be a llama-server option starting with '-', got {args[0]!r}",
                        node.position_at(quotes[0] if quotes else node.rest_offset))
+    positions = tuple(node.position_at(quote) for quote in quotes) if len(quotes) == len(args) else ()
+
+    def at(index: int) -> SourcePosition:
+        return positions[index] if index < len(positions) else node.position_at(node.rest_offset)
+
+    problem = cmd_problem(args)  # what llama-server's own parser would refuse, refused here
+    if problem is not None:
+        raise ex.error(f"CMD: {problem.message}", at(problem.index))
     roles = cmd_roles(args, lambda message: ex.error(message, node.position_at(node.rest_offset)))
-    return CmdCommand(node.position, node.original, tuple(args), roles)
+    return CmdCommand(node.position, node.original, tuple(args), roles, positions)
 
 
 CMD = Instruction(
