@@ -244,3 +244,23 @@ def test_build_failures_exit_1_without_traceback(cli: Cli, tmp_path: Path, gguf_
     assert Store(cli.home).images() == []
     usage = run_cli(["build", "--no-such-flag", str(context)], cli.home)
     assert usage.code == 2 and "Traceback" not in usage.err
+
+
+@pytest.mark.parametrize("args", [("quantize", "--list-types"), ("list",)], ids=["long", "one-line"])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """``ggufpack inspect REF | head -3``: no BrokenPipeError traceback (nor "Exception ignored" at exit for
+    output still buffered), the exit status of a SIGPIPE."""
+    import os
+    import subprocess
+    import sys
+
+    from .helpers.builds import cli_env
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ggufpack", *args], stdout=write,
+                              stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path / "home"), timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr

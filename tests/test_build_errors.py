@@ -210,6 +210,9 @@ def test_plan_refuses_what_llama_server_refuses_in_cmd(
         '"--lora-scaled", "/m.gguf"': (40, "--lora-scaled takes FNAME:SCALE,... (not '/m.gguf')"),
         '"--lora-scaled", "/m.gguf", "0.5"': (51, "unexpected argument '0.5': --lora-scaled takes one argument, "
                                                   "FNAME:SCALE,... (write '/m.gguf:0.5')"),
+        # run puts the system prompt into the Jinja template: a built-in template's name has no room for it
+        '"--chat-template", "chatml", "-sys", "Be nice."': (42, "--chat-template 'chatml' names a built-in "
+                                                                "template, but the image's system prompt (-sys)"),
     }
     for args, (column, message) in cases.items():
         context = write_context(tmp_path / f"ctx{column}{len(args)}",

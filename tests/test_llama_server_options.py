@@ -226,6 +226,7 @@ def test_last_value_wins_with_a_warning() -> None:
     (["-m", "x.gguf", "--no-mmap"], 2, "unknown-option", "--load-mode"),
     (["--ctx-size=2048"], 0, "unknown-option", "two arguments"),
     (["model.gguf"], 0, "positional", "no positional"),
+    (["--lora-scaled", "a.gguf", "0.5"], 2, "positional", "takes one argument, FNAME:SCALE,... (write 'a.gguf:0.5')"),
     (["-m", "x.gguf", "-c"], 2, "missing-value", "-c needs N"),
     (["-c", "abc"], 1, "bad-value", "whole number"),
     (["-c", "99999999999"], 1, "bad-value", "out of range"),

@@ -201,6 +201,22 @@ def test_login_saves_0600_and_push_pull_use_it(auth_registry, built, tmp_path: P
     assert out.code == 0 and auth_registry.host not in json.loads(config.read_text())["auths"]
 
 
+def test_loopback_registry_with_basic_auth_needs_no_plain_http(auth_registry, built, tmp_path: Path):
+    """The HTTPS attempt falls back to HTTP before the 401 challenge: the retry with the credentials must go
+    over HTTP too, with them (it went to the stale https:// URL, so to another origin, without them)."""
+    home, digest = built
+    env = {"DOCKER_CONFIG": str(tmp_path / "docker")}
+    login = ["login", auth_registry.host, "-u", USER, "--password-stdin"]
+    bad = run_cli(login, tmp_path / "h", **env, input_text="wrong\n")
+    assert bad.code == 1 and "refused the credentials of user 'alice'" in bad.err, bad.err
+    ok = run_cli(login, tmp_path / "h", **env, input_text=PASSWORD + "\n")
+    assert ok.code == 0, ok.err
+    pushed = run_cli(["push", "sample:1", f"{auth_registry.host}/fallback/sample:1", "-q"], home, **env)
+    assert pushed.code == 0 and pushed.out.strip() == digest, pushed.err
+    pulled = run_cli(["pull", f"{auth_registry.host}/fallback/sample:1", "-q"], tmp_path / "h2", **env)
+    assert pulled.code == 0 and pulled.out.strip() == digest, pulled.err
+
+
 def test_tls_registry_with_self_signed_certificate(tls_registry, built, tmp_path: Path):
     home, digest = built
     creds = Credentials(USER, PASSWORD)

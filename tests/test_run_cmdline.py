@@ -146,9 +146,15 @@ def test_system_prompt_needs_a_jinja_template(tmp_path: Path, capsys: pytest.Cap
             f'CMD ["-m", "/m.gguf", "--system-prompt-file", "/s.txt"{template}]\n'
         )
         contexts[tag] = write_context(tmp_path / tag, packerfile, {"tiny.gguf": gguf})
-    do_build(open_store(home), contexts["named:1"], tags=("named:1",))
-    named = cli_main(["run", "named:1", "--dry-run"], home, capsys, monkeypatch)
-    assert named.code == 1 and "needs a Jinja chat template" in named.err and "'chatml'" in named.err
+    # a built-in template's name: refused at plan, at the name (run would refuse the image; issue 14)
+    named = cli_main(["plan", str(contexts["named:1"])], home, capsys, monkeypatch)
+    assert named.code == 2 and named.err.startswith(
+        f"error: {contexts['named:1']}/GGUFPackerfile:6:76: CMD: --chat-template 'chatml' names a built-in template, "
+        "but the image's system prompt (--system-prompt-file) needs a Jinja template"), named.err
+    with pytest.raises(GGUFPackError, match="needs a Jinja chat template"):  # run keeps its check (pulled images)
+        from ggufpack.run.chat import with_system_prompt
+
+        with_system_prompt("chatml", "Be nice.")
     # no template at all: refused when the image is built, at the system prompt's argument, not at run
     with pytest.raises(GGUFPackError, match="no chat template to put it in") as refused:
         do_build(open_store(home), contexts["none:1"], tags=("none:1",))

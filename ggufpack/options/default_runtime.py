@@ -459,6 +459,27 @@ def _without_system_prompt(argv: Sequence[str]) -> tuple[list[str], list[int], A
     return out, where, None
 
 
+def _named_template_for_system_prompt(argv: Sequence[str]) -> ArgProblem | None:
+    """A system prompt travels in the Jinja chat template (:mod:`ggufpack.run.chat`): the built-in template
+    name of a last ``--chat-template chatml`` has no room for it, and ``run`` would refuse the image."""
+    prompt = next((arg for arg in argv if arg in SYSTEM_PROMPT_OPTIONS), None)
+    last: tuple[int, str] | None = None  # the last template option: its index and canonical name
+    for i, arg in enumerate(argv[:-1]):
+        option = find_option(arg) if arg not in SYSTEM_PROMPT_OPTIONS else None
+        if option is not None and option.name in ("--chat-template", "--chat-template-file"):
+            last = (i, option.name)
+    if prompt is None or last is None or last[1] != "--chat-template":
+        return None
+    at = last[0] + 1
+    name = argv[at]
+    if "{{" in name or "{%" in name:
+        return None
+    return ArgProblem(at, name, "bad-value",
+                      f"{argv[at - 1]} {name!r} names a built-in template, but the image's system prompt ({prompt}) "
+                      "needs a Jinja template to travel in: give the template's Jinja text (--chat-template-file "
+                      "FILE), or leave the system prompt out")
+
+
 def cmd_problem(argv: Sequence[str]) -> ArgProblem | None:
     """The first thing llama-server would refuse in a CMD (ggufpack's system-prompt options allowed), its
     ``index`` into ``argv`` (for the Packerfile's FILE:LINE:COL); None when llama-server accepts it."""
@@ -470,6 +491,9 @@ def cmd_problem(argv: Sequence[str]) -> ArgProblem | None:
         except ServerArgsError as exc:
             problem = exc.problem
     if problem is None and own is None:
+        named = _named_template_for_system_prompt(argv)
+        if named is not None:
+            return named
         exits = [w for w in parse_server_args(args).warnings if w.code == "exits"]
         if not exits:
             return None

@@ -370,6 +370,12 @@ class _Checker:
 
     def unknown(self, i: int, token: str) -> ArgProblem:
         if not token.startswith("-") or token == "-":
+            before = self.items[-1] if self.items and self.items[-1].index + 1 + len(self.items[-1].raw) == i else None
+            if before is not None and len(before.raw) == 1 and ":" in ((before.option.metavars or ("",))[0]):
+                joined = f"{before.raw[0]}:{token}"
+                return ArgProblem(i, token, "positional",
+                                  f"unexpected argument {_quote(token)}: {before.spelling} takes one argument, "
+                                  f"{before.option.metavars[0]} (write {_quote(joined)})", option=before.option)
             return ArgProblem(i, token, "positional",
                               f"unexpected argument {_quote(token)}: llama-server takes no positional arguments "
                               "(is it the value of the option before it?)")

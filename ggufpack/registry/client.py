@@ -262,6 +262,7 @@ class RegistryClient:
         auth_for = auth_for or self._auth_header
         first = url
         for _ in range(MAX_REDIRECTS + 1):
+            url = self._after_fallback(url)
             resp = self._send_once(method, url, {**auth_for(url), **(headers or {})}, body)
             if resp.status_code not in _REDIRECT_STATUSES or method not in ("GET", "HEAD"):
                 return resp
@@ -306,6 +307,14 @@ class RegistryClient:
             ) from None
         except _TRANSPORT_ERRORS as e:
             raise RegistryError(f"{self.registry}: {method} {_without_query(url)} failed: {_reason(e)}") from None
+
+    def _after_fallback(self, url: str) -> str:
+        """``url`` over HTTP once this client fell back to it: a URL made before (the retry after a 401
+        challenge, an upload Location) must not go over HTTPS again, nor lose its credentials, which
+        belong to :attr:`base`'s origin."""
+        if self._https_origin is not None and self.base.startswith("http://") and _origin(url) == self._https_origin:
+            return "http://" + url.split("://", 1)[1]
+        return url
 
     def _fall_back_to_http(self, url: str) -> bool:
         """A loopback registry answered a TLS handshake in plain HTTP: from now on this client speaks HTTP to
