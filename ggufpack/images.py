@@ -34,6 +34,8 @@ class ImageSummary:
     #: the model's numbers as its config states them (None without a model entry), for ``--format json``
     parameter_count: int | None = None
     bits_per_weight: float | None = None
+    #: the digest a ref pulled by digest names (``repo@sha256:...``); its tag is then ``<none>``, as Docker lists it
+    digest: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Numbers as JSON numbers (sizes in bytes, parameters a count, bits per weight a float); the
@@ -42,6 +44,7 @@ class ImageSummary:
             "name": self.name, "tag": self.tag, "id": self.image_id, "architecture": self.arch,
             "parameters": self.parameter_count, "bpw": self.bits_per_weight, "filetype": self.file_type,
             "usage": self.usage, "created": self.created, "size": self.size, "disk_usage": self.disk_usage,
+            "digest": self.digest,
         }
 
 
@@ -53,10 +56,10 @@ def summarize(store: Store, record: ImageRecord) -> list[ImageSummary]:
     refs = record.refs or ("",)
     rows = []
     for ref in refs:
-        name, tag = "<none>", "<none>"
+        name, tag, digest = "<none>", "<none>", None
         if ref:
             parsed = parse_reference(ref)
-            name, tag = parsed.name, parsed.tag or parsed.digest or ""
+            name, tag, digest = parsed.name, parsed.tag or "<none>", parsed.digest
         rows.append(ImageSummary(
             name=name, tag=tag, image_id=record.short_id, arch=labels.get("gguf.model.architecture", ""),
             params=labels.get("gguf.model.parameters", ""), bpw=labels.get("gguf.model.bpw", ""),
@@ -64,6 +67,7 @@ def summarize(store: Store, record: ImageRecord) -> list[ImageSummary]:
             created=record.created, size=image.config.size, disk_usage=disk,
             parameter_count=model.parameters if model else None,
             bits_per_weight=round(model.bits_per_weight, 4) if model and model.bits_per_weight is not None else None,
+            digest=digest,
         ))
     return rows
 

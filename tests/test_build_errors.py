@@ -192,7 +192,7 @@ def test_a_cmd_naming_a_missing_model_points_at_it_and_lists_the_ggufs(
     context = write_context(tmp_path / "ctx", 'FROM scratch\nCOPY a.gguf b.gguf /models/\n'
                             'CMD ["-c", "512", "-m", "/models/c.gguf"]\n', {"a.gguf": gguf, "b.gguf": gguf})
     run = cli_main(["build", "-q", "-t", "m:1", str(context)], tmp_path / "home", capsys, monkeypatch)
-    assert run.code == 1 and "Traceback" not in run.err
+    assert run.code == 1 and "Traceback" not in run.err  # a build failure, as a missing COPY source is
     assert (f"error: {context}/GGUFPackerfile:3:25: CMD names /models/c.gguf, but the image has no such file; "
             "its GGUF files are /models/a.gguf, /models/b.gguf") in run.err, run.err
 

@@ -467,6 +467,8 @@ def test_manifests_by_digest_are_named_with_an_at(registry, built, tmp_path: Pat
     missing = run_cli(["pull", f"{registry.host}/bydigest/sample@{unknown}"], tmp_path / "h")
     assert missing.code == 1 and f"manifest bydigest/sample@{unknown}" in missing.err
     assert f"sample:{unknown}" not in missing.err
+    listed = json.loads(run_cli(["list", "--format", "json"], tmp_path / "h").out)
+    assert [(row["tag"], row["digest"]) for row in listed] == [("<none>", digest)]  # as `docker images` lists it
 
 
 

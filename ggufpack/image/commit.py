@@ -50,7 +50,7 @@ class CmdFile(Protocol):
 
 class CmdError(GGUFPackError):
     """A CMD argument the committed image cannot serve; ``index`` is that argument's index in CMD (the
-    build engine points at it in the Packerfile)."""
+    build engine points at it in the Packerfile). A build failure (exit 1), as a missing COPY source is."""
 
     def __init__(self, message: str, index: int) -> None:
         super().__init__(message)
