@@ -24,8 +24,10 @@ Each rule follows the vendored llama.cpp (``src/llama-model.cpp`` ``load_tensors
   - attention: the KQ scores (f32, ``n_kv·n_tokens·n_head``; absent with flash attention) plus about
     five ``n_embd``-wide activations (residual, Q/K/V, attention output and the holes they leave; six
     in an encoder without KV cache, BERT);
-  - feed-forward: three ``n_ff``-wide activations for a gated FFN (gate, up, their product), one for an
-    ungated one, or the routed experts' ``n_ff_exp·n_expert_used`` (×3) plus a shared expert, and four
+  - feed-forward: three ``n_ff``-wide activations for a gated FFN (gate, up, their product; fewer when
+    ``n_ff`` is narrow enough for the holes the attention output and the FFN norm leave, see
+    ``_gated_ffn_tensors_on_top``), one for an ungated one, or the routed experts'
+    ``n_ff_exp·n_expert_used`` (×3) plus a shared expert, and four
     ``n_embd``-wide ones (three in an encoder);
   - output: the logits (f32, ``n_vocab·n_outputs``) and two ``n_embd``-wide activations.
 
@@ -223,9 +225,26 @@ def _ffn_width(hp: Hparams) -> int:
     for il in range(hp.n_layer):
         if il in hp.moe_layers:
             widths.append(3 * (hp.n_ff_exp * hp.n_expert_used + hp.n_ff_shexp))
+        elif hp.gated_ffn:
+            widths.append(hp.n_ff[il] * _gated_ffn_tensors_on_top(hp, il))
         else:
-            widths.append(hp.n_ff[il] * (3 if hp.gated_ffn else 1))
+            widths.append(hp.n_ff[il])
     return max(widths, default=0)
+
+
+def _gated_ffn_tensors_on_top(hp: Hparams, il: int) -> int:
+    """How many of a gated FFN's three ``n_ff``-wide tensors (gate, up, their product) ggml's allocator
+    stacks above the n_embd-wide ones, rather than placing them in holes the layer left below.
+
+    When the FFN starts, the attention output (``n_head·head_v`` wide) has been freed; once ``up`` is
+    computed the FFN-norm output (``n_embd``) below it is freed too, and the two adjacent holes merge.
+    ggml-alloc's best fit puts the product there when ``n_ff <= n_embd + n_head·head_v``; and ``gate``
+    fills the attention output's hole when ``n_ff`` is exactly that wide (a narrower ``gate`` leaves
+    a fragment that, over the following layers, costs as much as the hole saves: measured)."""
+    n_ff, hole = hp.n_ff[il], hp.n_head[il] * hp.head_v
+    if not hole or n_ff < hole:
+        return 3
+    return 3 - (n_ff <= hp.n_embd + hole) - (n_ff == hole)
 
 
 def compute_phases(hp: Hparams, ctx: Context, options: Options) -> Phases:
