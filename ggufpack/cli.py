@@ -252,7 +252,8 @@ def _add_packerfile_options(parser: argparse.ArgumentParser) -> None:
 
 #: the modules that register the other commands (each a ``register(sub)``); not imported for a command
 #: defined here, so that ``plan`` loads no registry, server or backend code
-_COMMAND_MODULES = ("cli_registry", "cli_convert", "cli_quantize", "cli_backends", "cli_estimate", "cli_run")
+_COMMAND_MODULES = ("cli_registry", "cli_convert", "cli_quantize", "cli_backends", "cli_estimate", "cli_run",
+                    "cli_frontend")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ by the hash of its inputs (:mod:`ggufpack.frontend.image`). Skipped only where d
 from __future__ import annotations
 
 import json
-import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,8 @@ import pytest
 
 from ggufpack.frontend import llb
 from ggufpack.frontend.protos import ops
-from tests.helpers.dockerd import LocalDockerd, dockerd_unavailable_reason
-from tests.helpers.registry import LocalRegistry, registry_available
+from tests.helpers.dockerd import LocalDockerd, frontend_on_buildkit
+from tests.helpers.registry import LocalRegistry
 
 HELLO = b"hello from the ggufpack frontend\n"
 
@@ -40,21 +39,8 @@ def test_llb_definition_shape() -> None:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalDockerd, LocalRegistry, str]]:
-    reason = dockerd_unavailable_reason()
-    if reason:
-        pytest.skip(f"docker.io cannot run here: {reason}")
-    if not registry_available():
-        pytest.skip("docker.io cannot pull a frontend here: needs docker-registry, htpasswd and openssl")
-    from ggufpack.frontend.image import ensure_frontend_image
-
-    work = Path(tmp_path_factory.mktemp("gw"))
-    with LocalRegistry(work / "reg") as reg, LocalDockerd(work / "d") as d:
-        ref, _ = ensure_frontend_image(d.docker_cmd, entry_module="ggufpack.frontend.probe", env=d.env())
-        remote = f"{reg.host}/ggufpack-frontend:probe"
-        d.docker("tag", ref, remote)
-        d.docker("push", remote)
-        yield d, reg, remote
-    shutil.rmtree(work / "d" / "data", ignore_errors=True)  # vfs keeps a full copy per layer: ~700 MB
+    with frontend_on_buildkit(Path(tmp_path_factory.mktemp("gw")), "ggufpack.frontend.probe", tag="probe") as f:
+        yield f.dockerd, f.registry, f.remote
 
 
 def _files(d: LocalDockerd, image: str, tmp_path: Path) -> dict[str, bytes]:

@@ -329,3 +329,17 @@ def test_long_metadata_strings_leave_the_config_small(tmp_path: Path) -> None:
     assert len(config["config"]["Labels"]["gguf.model.description"]) <= 4096
     inputs = from_config(config, "long:1")
     assert inputs.model is not None and inputs.model.metadata["general.description"] == ElidedString(70 << 20)
+
+
+def test_a_config_over_the_pull_limit_is_refused_at_commit(tmp_path: Path) -> None:
+    """A config no pull would accept (here a 65 MiB label) is refused before any ref names the image."""
+    from ggufpack.oci.reader import MAX_CONFIG_BYTES
+    from tests.helpers.builds import do_build, open_store, write_context
+
+    model = make_gguf(tmp_path / "m.gguf")
+    context = write_context(tmp_path / "ctx", 'FROM scratch\nCOPY m.gguf /m.gguf\nCMD ["-m", "/m.gguf"]\n',
+                            {"m.gguf": model.read_bytes()})
+    store = open_store(tmp_path / "home")
+    with pytest.raises(GGUFPackError, match=f"over the {MAX_CONFIG_BYTES >> 20} MiB that a pull accepts"):
+        do_build(store, context, tags=("big:1",), labels={"com.example.big": "x" * (MAX_CONFIG_BYTES + 1)})
+    assert store.images() == []

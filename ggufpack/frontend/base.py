@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SUITE = "bookworm"
-DEFAULT_INCLUDE = ("python3", "python3-venv", "ca-certificates")
+#: libgomp1: llama.cpp (llama-cpp-python) links OpenMP; libstdc++6 comes with python3
+DEFAULT_INCLUDE = ("python3", "python3-venv", "ca-certificates", "libgomp1")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 

@@ -9,7 +9,7 @@ Setting a ref is the caller's step, under the same :meth:`~ggufpack.store.Store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -142,13 +142,40 @@ def check_system_prompt(cmd: Sequence[str], model: GGUFHeader) -> None:
                    prompt)
 
 
-def _inherited_labels(labels: Mapping[str, str], base: BaseImage | None) -> dict[str, str]:
+def inherited_labels(labels: Mapping[str, str], base: BaseImage | None) -> dict[str, str]:
     """Labels set by LABEL (and those of a base image that are not derived from its model)."""
     base_labels = base.labels if base else {}
     own = {k: v for k, v in labels.items() if base_labels.get(k) != v or k not in base_labels}
     kept = {k: v for k, v in base_labels.items()
             if not k.startswith(_DERIVED_LABEL_PREFIXES) and k not in _DERIVED_OCI}
     return {**kept, **own}
+
+
+def model_fields(roles: Sequence[CmdFile], headers_of: Callable[[CmdFile], tuple[list[GGUFHeader], int]],
+                 ) -> tuple[dict[str, Any], list[GGUFHeader]]:
+    """gguf-packer's model fields of an image config (``Model``, ``Drafter``, ``Projector``, ``Adapters``,
+    ``Size``) for the files CMD names, and the model's headers. ``headers_of`` reads one file's GGUF
+    header(s) and size: from the store here, through ranged reads of BuildKit's result in the frontend."""
+    fields: dict[str, Any] = {}
+    model_headers: list[GGUFHeader] | None = None
+    total_size = 0
+    adapters = []
+    for role in roles:
+        headers, size = headers_of(role)
+        total_size += size
+        entry = model_config_entry(headers, cmd_value=role.value, cmd_index=role.index)
+        if role.role == "adapter":
+            adapters.append(entry)
+        else:
+            fields[_ROLE_FIELDS[role.role]] = entry
+        if role.role == "model":
+            model_headers = headers
+    if model_headers is None:
+        raise GGUFPackError('the CMD names no model: add "-m", "<model>.gguf"')
+    if adapters:
+        fields["Adapters"] = adapters
+    fields["Size"] = total_size
+    return fields, model_headers
 
 
 def commit_image(
@@ -173,26 +200,9 @@ def commit_image(
     if not cmd:
         raise GGUFPackError('the image has no CMD: add CMD ["-m", "<model>.gguf", ...] to the final stage')
     check_symlinks(snapshot, "the image")  # what pull checks: a committed image is one pull accepts
-    fields: dict[str, Any] = {"Cmd": list(cmd)}
-    model_headers: list[GGUFHeader] | None = None
-    total_size = 0
-    adapters = []
-    for role in roles:
-        headers, size = _headers(store, snapshot, role)
-        total_size += size
-        entry = model_config_entry(headers, cmd_value=role.value, cmd_index=role.index)
-        if role.role == "adapter":
-            adapters.append(entry)
-        else:
-            fields[_ROLE_FIELDS[role.role]] = entry
-        if role.role == "model":
-            model_headers = headers
-    if model_headers is None:
-        raise GGUFPackError('the CMD names no model: add "-m", "<model>.gguf"')
-    if adapters:
-        fields["Adapters"] = adapters
-    fields["Size"] = total_size
-    user_labels = {**_inherited_labels(labels, base), **extra_labels}
+    models, model_headers = model_fields(roles, lambda role: _headers(store, snapshot, role))
+    fields: dict[str, Any] = {"Cmd": list(cmd), **models}
+    user_labels = {**inherited_labels(labels, base), **extra_labels}
     if base is not None:
         user_labels.setdefault("org.opencontainers.image.base.name", base.name)
         user_labels.setdefault("org.opencontainers.image.base.digest", base.digest)
@@ -208,8 +218,8 @@ def commit_image(
         config["variant"] = target["variant"]
     config_bytes = canonical_json(config)
     if len(config_bytes) > MAX_CONFIG_BYTES:  # what pull (ours, and registries') would refuse
-        tensors = sum(len(entry["GGUF"]["tensorInfos"]) for entry in [*(fields.get(f) for f in _ROLE_FIELDS.values()),
-                                                                       *adapters] if entry)
+        entries = [*(models.get(f) for f in _ROLE_FIELDS.values()), *models.get("Adapters", ())]
+        tensors = sum(len(entry["GGUF"]["tensorInfos"]) for entry in entries if entry)
         raise GGUFPackError(
             f"the image config would be {len(config_bytes) >> 20} MiB, over the {MAX_CONFIG_BYTES >> 20} MiB "
             f"that a pull accepts: the model files describe {tensors} tensors and {len(image_labels)} labels")

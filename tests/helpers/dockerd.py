@@ -21,6 +21,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -166,3 +168,37 @@ def dockerd_fixture(name: str, **options: Any) -> Callable[..., Iterator[LocalDo
             yield daemon
 
     return fixture
+
+
+@dataclass
+class FrontendOnBuildKit:
+    """A private dockerd, a loopback registry, and the frontend image pushed there (``remote``)."""
+
+    dockerd: LocalDockerd
+    registry: Any
+    remote: str
+    times: dict[str, float]
+
+
+@contextmanager
+def frontend_on_buildkit(work: Path, entry_module: str, tag: str | None = None) -> Iterator[FrontendOnBuildKit]:
+    """Start dockerd and docker-registry under ``work``, build (or load from the cache) the frontend image
+    whose entry point runs ``entry_module``, push it as ``REGISTRY/ggufpack-frontend:TAG`` (default: its
+    input key), and stop both by PID afterwards; skips the test where either cannot run."""
+    from ggufpack.frontend.image import ensure_frontend_image
+    from tests.helpers.registry import LocalRegistry, registry_available
+
+    reason = dockerd_unavailable_reason()
+    if reason:
+        pytest.skip(f"docker.io cannot run here: {reason}")
+    if not registry_available():
+        pytest.skip("docker.io cannot pull a frontend here: needs docker-registry, htpasswd and openssl")
+    with LocalRegistry(work / "reg") as reg, LocalDockerd(work / "d") as d:
+        started = time.monotonic()
+        ref, times = ensure_frontend_image(d.docker_cmd, entry_module=entry_module, env=d.env())
+        remote = f"{reg.host}/ggufpack-frontend:{tag or ref.rsplit(':', 1)[1]}"
+        d.docker("tag", ref, remote)
+        d.docker("push", remote)
+        times["frontend_ready_s"] = time.monotonic() - started
+        yield FrontendOnBuildKit(d, reg, remote, times)
+    shutil.rmtree(work / "d" / "data", ignore_errors=True)  # vfs keeps a full copy per layer: ~700 MB
