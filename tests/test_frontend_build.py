@@ -27,6 +27,7 @@ import pytest
 
 from ggufpack.frontend import llb
 from ggufpack.frontend.protos import ops
+from ggufpack.frontend.run_op import command_of, op_spec
 from ggufpack.frontend.serve import Translator, plan_text
 from ggufpack.store import Store
 from tests.helpers.dockerd import LocalDockerd, frontend_on_buildkit
@@ -67,6 +68,63 @@ def test_quickstart_translates_to_llb() -> None:
     assert [h.get("empty_layer", False) for h in state.history] == [True, False, False, True]  # type: ignore
 
 
+def _exec_args(text: str) -> list[list[str]]:
+    _, state = _translate(text)
+    definition = llb.marshal(state.fs)  # type: ignore[attr-defined]
+    return [list(o.exec.meta.args) for o in map(ops.Op.FromString, getattr(definition, "def")) if o.HasField("exec")]
+
+
+def test_exec_ops_carry_only_their_own_arguments() -> None:
+    """A LABEL added (and every later line moved) leaves the exec ops' bytes, hence their cache keys, alone."""
+    text = (QUICKSTART / "GGUFPackerfile").read_text()
+    edited = text.replace("QUANTIZE --from=f16", "LABEL edited=yes\nQUANTIZE --from=f16")
+    assert edited != text
+    assert _exec_args(edited) == _exec_args(text)
+    assert _exec_args(text.replace("--type=F16", "--type=BF16")) != _exec_args(text)
+    spec = json.loads(_exec_args(text)[0][-1])
+    assert "packerfile" not in spec and spec["keyword"] == "CONVERT"
+
+
+def test_run_op_rebuilds_the_planned_command() -> None:
+    text = ("FROM scratch\nQUANTIZE --type=q4_k_m --imatrix=/m.imatrix --include-weights=attn "
+            "--tensor-type=attn_v=q8_0 --override-kv=a=int:1 --pure /a.gguf /b.gguf\n"
+            "CONVERT --from=context --class=lora --base=base --split-max-size=2G adapter /x.gguf\n"
+            "IMATRIX --chunks=3 /b.gguf cal.txt /b.imatrix\nCMD [\"-m\", \"/b.gguf\"]\n")
+    plan = plan_text(text, "GGUFPackerfile", {}, None)
+    for op in plan.stages[0].ops[:3]:
+        rebuilt = command_of(json.loads(json.dumps(op_spec(op.command, source="stage", from_stage=False))))
+        assert rebuilt.arguments() == op.command.arguments()
+        if hasattr(op.command, "options"):
+            assert rebuilt.options == op.command.options  # type: ignore[attr-defined]
+
+
+def test_from_an_image_resolves_its_config_and_pins_the_digest() -> None:
+    """FROM <image> / COPY --from=<image>: the config through ResolveImageConfig, CMD, labels, history inherited."""
+    base_config = {"architecture": "amd64", "os": "linux",
+                   "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64]},
+                   "history": [{"created_by": "CONVERT x"}, {"created_by": "CMD", "empty_layer": True}],
+                   "config": {"Cmd": ["-m", "/m.gguf"], "Labels": {"team": "a", "gguf.model.name": "m"}}}
+    resolved: list[str] = []
+
+    def resolve(ref: str, platform: object) -> tuple[str, dict]:
+        resolved.append(ref)
+        return "sha256:" + "2" * 64, base_config
+
+    text = "FROM 127.0.0.1:5000/base:1\nCOPY --from=127.0.0.1:5000/base:1 /m.gguf /copy.gguf\nLABEL own=b\n"
+    plan = plan_text(text, "GGUFPackerfile", {}, None)
+    t = Translator(plan, frontend_image="127.0.0.1:1/ggufpack-frontend:x", session="s", packerfile=text,
+                   filename="GGUFPackerfile", build_args={}, target=None, source_date_epoch=None)
+    t.resolve_image = resolve
+    state = t.translate()
+    assert resolved == ["127.0.0.1:5000/base:1"]  # resolved once
+    assert state.cmd == ["-m", "/m.gguf"] and state.labels == {"team": "a", "gguf.model.name": "m", "own": "b"}
+    assert [h["created_by"] for h in state.history][:2] == ["CONVERT x", "CMD"]
+    assert state.base_image is not None and state.base_image.digest == "sha256:" + "2" * 64
+    sources = [o.source.identifier for o in map(ops.Op.FromString, getattr(llb.marshal(state.fs), "def"))
+               if o.HasField("source")]
+    assert sources == ["docker-image://127.0.0.1:5000/base:1@sha256:" + "2" * 64]
+
+
 def test_run_op_writes_the_local_engines_bytes(tmp_path: Path) -> None:
     """What the ExecOps run (run_op on mounted inputs) writes what the local build's CONVERT/QUANTIZE write."""
     home = tmp_path / "home"
@@ -77,13 +135,14 @@ def test_run_op_writes_the_local_engines_bytes(tmp_path: Path) -> None:
     (root / "out").mkdir()
     text = (QUICKSTART / "GGUFPackerfile").read_text()
     env = dict(os.environ, GGUFPACK_RUN_OP_ROOT=str(root))
-    spec = {"packerfile": text, "filename": "GGUFPackerfile", "build_args": {}, "target": None,
-            "stage": 0, "op": 0, "source": "context"}
+    plan = plan_text(text, "GGUFPackerfile", {}, None)
+    convert, quantize = plan.stages[0].ops[0].command, plan.stages[1].ops[1].command
+    spec = op_spec(convert, source="context", from_stage=True)
     subprocess.run([sys.executable, "-m", "ggufpack.frontend.run_op", json.dumps(spec)], env=env, check=True,
                    capture_output=True)
     (root / "src" / "models").mkdir(parents=True)
     (root / "out" / "tiny-llama.F16.gguf").rename(root / "src" / "models" / "tiny-llama.F16.gguf")
-    spec.update(stage=1, op=1, source="stage")
+    spec = op_spec(quantize, source="stage", from_stage=True)
     subprocess.run([sys.executable, "-m", "ggufpack.frontend.run_op", json.dumps(spec)], env=env, check=True,
                    capture_output=True)
     import hashlib
@@ -159,7 +218,22 @@ def test_quickstart_on_buildkit_is_the_local_image(buildkit: tuple, tmp_path: Pa
     second = _bk_build(d, ctx, frontend, "quick:bk2")
     times["buildkit_rebuild_s"] = time.monotonic() - t0
     assert second.returncode == 0, second.stdout + second.stderr
-    out = second.stderr + second.stdout
+    _assert_model_ops_cached(second.stderr + second.stdout)
+
+    # the Packerfile edited elsewhere (a LABEL added, later lines moved): the exec ops stay cached
+    text = (ctx / "GGUFPackerfile").read_text()
+    (ctx / "GGUFPackerfile").write_text(text.replace("QUANTIZE --from=f16", "LABEL edited=yes\nQUANTIZE --from=f16"))
+    t0 = time.monotonic()
+    third = _bk_build(d, ctx, frontend, "quick:bk3")
+    times["buildkit_label_edit_s"] = time.monotonic() - t0
+    assert third.returncode == 0, third.stdout + third.stderr
+    _assert_model_ops_cached(third.stderr + third.stdout)
+    labels = json.loads(d.docker("image", "inspect", "--format", "{{json .Config.Labels}}", "quick:bk3").stdout)
+    assert labels["edited"] == "yes"
+    print("times:", json.dumps(times))
+
+
+def _assert_model_ops_cached(out: str) -> None:
     vertices: dict[str, list[str]] = {}
     for line in out.splitlines():
         number, _, rest = line.partition(" ")
@@ -170,6 +244,41 @@ def test_quickstart_on_buildkit_is_the_local_image(buildkit: tuple, tmp_path: Pa
     assert len(model_ops) == 2, out
     for lines in model_ops.values():
         assert "CACHED" in lines, (lines, out)
+
+
+@pytest.mark.slow
+def test_from_a_registry_image_on_buildkit_inherits_its_cmd_and_model(buildkit: tuple, tmp_path: Path) -> None:
+    """FROM <image> (pushed by ggufpack to the loopback registry) without CMD: BuildKit resolves its config and
+    the image inherits CMD, model and labels, its files equal to the local build of the same Packerfile."""
+    d, reg, frontend, times = buildkit
+    home = tmp_path / "home"
+    _ggufpack(home, "build", "-t", "quick:local", str(QUICKSTART))
+    base = f"{reg.host}/quick-base:1"
+    _ggufpack(home, "tag", "quick:local", base)
+    _ggufpack(home, "push", "--plain-http", "-q", base)
+    ctx = tmp_path / "derived"
+    ctx.mkdir()
+    (ctx / "GGUFPackerfile").write_text(
+        f"FROM {base}\nCOPY --from={base} /system-prompt.txt /prompt-copy.txt\nLABEL derived=yes\n")
+    _ggufpack(home, "build", "-t", "derived:local", str(ctx))
+    t0 = time.monotonic()
+    result = _bk_build(d, ctx, frontend, "derived:bk")
+    times["buildkit_from_image_s"] = time.monotonic() - t0
+    assert result.returncode == 0, result.stdout + result.stderr + d.log_text()[-4000:]
+    remote = f"{reg.host}/derived:bk"
+    d.docker("tag", "derived:bk", remote)
+    d.docker("push", remote)
+    _ggufpack(home, "pull", "--plain-http", "-q", remote)
+    store = Store(home)
+    local_files, local_config = _layer_files(store, "derived:local")
+    bk_files, bk_config = _layer_files(store, remote)
+    assert sorted(bk_files) == sorted(local_files) and "prompt-copy.txt" in bk_files
+    for name, data in local_files.items():
+        assert bk_files[name] == data, name
+    for key in SHARED_FIELDS:
+        assert bk_config["config"].get(key) == local_config["config"].get(key), key
+    assert bk_config["config"]["Cmd"][:2] == ["-m", "/models/tiny-llama.Q5_K_M.gguf"]
+    assert bk_config["config"]["Labels"]["derived"] == "yes"
     print("times:", json.dumps(times))
 
 
@@ -188,3 +297,59 @@ def test_packerfile_error_fails_the_buildkit_build_with_the_local_message(buildk
     out = result.stdout + result.stderr
     # the same message, naming the file as BuildKit's client sent it
     assert message.replace(str(ctx / "GGUFPackerfile"), "GGUFPackerfile") in out, out
+
+
+def test_add_of_a_url_is_an_http_source_with_its_checksum() -> None:
+    digest = "sha256:" + "a" * 64
+    _, state = _translate(f"FROM scratch\nADD --checksum={digest} http://127.0.0.1:9/m.gguf /models/\n"
+                          'CMD ["-m", "/models/m.gguf"]\n')
+    definition = llb.marshal(state.fs)  # type: ignore[attr-defined]
+    sources = [o.source for o in map(ops.Op.FromString, getattr(definition, "def")) if o.HasField("source")]
+    assert [(x.identifier, dict(x.attrs)) for x in sources] == [
+        ("http://127.0.0.1:9/m.gguf", {"http.checksum": digest})]
+
+
+@pytest.mark.slow
+def test_add_of_a_url_with_a_checksum_on_buildkit(buildkit: tuple, tmp_path: Path) -> None:
+    """ADD --checksum of a loopback HTTP URL: BuildKit (dockerd's own process, the host's loopback) downloads it;
+    the files equal the local build's; a wrong checksum fails the build."""
+    import hashlib
+
+    from tests.helpers.httpserver import LoopbackHTTPServer
+
+    d, reg, frontend, times = buildkit
+    home = tmp_path / "home"
+    _ggufpack(home, "build", "-t", "quick:local", str(QUICKSTART))
+    model = _layer_files(Store(home), "quick:local")[0]["models/tiny-llama.Q5_K_M.gguf"]
+    with LoopbackHTTPServer() as server:
+        server.add_file("/dl/tiny.gguf", model)
+        url = server.url("/dl/tiny.gguf")
+        good = "sha256:" + hashlib.sha256(model).hexdigest()
+        ctx = tmp_path / "url"
+        ctx.mkdir()
+        (ctx / "GGUFPackerfile").write_text(f"FROM scratch\nADD --checksum={good} {url} /models/\n"
+                                            'CMD ["-m", "/models/tiny.gguf"]\n')
+        _ggufpack(home, "build", "-t", "url:local", str(ctx))
+        t0 = time.monotonic()
+        result = _bk_build(d, ctx, frontend, "url:bk")
+        times["buildkit_add_url_s"] = time.monotonic() - t0
+        assert result.returncode == 0, result.stdout + result.stderr + d.log_text()[-4000:]
+        remote = f"{reg.host}/url:bk"
+        d.docker("tag", "url:bk", remote)
+        d.docker("push", remote)
+        _ggufpack(home, "pull", "--plain-http", "-q", remote)
+        store = Store(home)
+        local_files, local_config = _layer_files(store, "url:local")
+        bk_files, bk_config = _layer_files(store, remote)
+        assert bk_files == local_files and list(bk_files) == ["models/tiny.gguf"]
+        for key in SHARED_FIELDS:
+            assert bk_config["config"].get(key) == local_config["config"].get(key), key
+
+        bad = tmp_path / "bad-sum"
+        bad.mkdir()
+        (bad / "GGUFPackerfile").write_text(f"FROM scratch\nADD --checksum=sha256:{'0' * 64} {url} /models/\n"
+                                            'CMD ["-m", "/models/tiny.gguf"]\n')
+        failed = _bk_build(d, bad, frontend, "bad-sum:bk")
+        assert failed.returncode != 0 and "digest mismatch" in failed.stdout + failed.stderr
+        print("bad checksum on BuildKit:", (failed.stdout + failed.stderr)[-600:])
+    print("times:", json.dumps(times))

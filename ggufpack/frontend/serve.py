@@ -4,9 +4,12 @@ would write returned with the result.
 
 Translation (one FileOp or ExecOp + FileOp per layer-making instruction, so one layer each, as locally):
 
-- ``FROM scratch`` → scratch; ``FROM <stage>`` → that stage's state (its labels, CMD and history too).
+- ``FROM scratch`` → scratch; ``FROM <stage>`` → that stage's state (its labels, CMD and history too);
+  ``FROM <image>`` → an image source pinned to the digest ``ResolveImageConfig`` gives, its config's CMD,
+  labels and history inherited as :mod:`ggufpack.image.load` does locally (``COPY --from=<image>`` alike).
 - ``COPY``/``ADD`` of context paths → FileOp copy from the ``context`` local source, filtered by include
-  patterns for exactly the paths the Packerfile reads; ``--from=<stage>`` → copy from that stage's state.
+  patterns for exactly the paths the Packerfile reads; ``--from=<stage>`` → copy from that stage's state;
+  ``ADD <http(s) url>`` → an http source (``--checksum`` → ``http.checksum``) copied into place.
 - ``CAT`` → FileOp mkdir (parents) + mkfile.
 - ``CONVERT``/``QUANTIZE``/``IMATRIX`` → an ExecOp in the frontend's own image running
   ``python3 -m ggufpack.frontend.run_op`` (ggufpack's own converter and quantizer) with the inputs mounted
@@ -90,10 +93,36 @@ class StageState:
     labels: dict[str, str] = field(default_factory=dict)
     cmd: list[str] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: the image the stage starts from (through ``FROM <stage>`` too), for the base labels
+    base_image: ResolvedImage | None = None
 
     def copy(self) -> StageState:
         return StageState(self.fs, dict(self.labels), list(self.cmd) if self.cmd is not None else None,
-                          list(self.history))
+                          list(self.history), self.base_image)
+
+
+@dataclass
+class ResolvedImage:
+    """An image resolved by BuildKit (``ResolveImageConfig``): what a local build reads of a base image
+    (:class:`ggufpack.image.load.BaseImage`: ``name``, ``digest``, ``labels``, ``cmd``, ``history``) and
+    its LLB source, pinned to the resolved digest."""
+
+    name: str
+    digest: str
+    config: Any  # ggufpack.oci.reader.ImageConfig
+    fs: llb.Output
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.labels)
+
+    @property
+    def cmd(self) -> list[str] | None:
+        return list(self.config.cmd) if self.config.cmd else None
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.config.full_history
 
 
 def _abs(path: str) -> str:
@@ -133,12 +162,34 @@ class Translator:
         self.results: dict[int, StageState] = {}
         self._context: llb.Output | None = None
         self._runner: llb.Output | None = None
+        self._images: dict[str, ResolvedImage] = {}
+        #: ``ref -> (digest, config dict)``: BuildKit's ``ResolveImageConfig`` (set by :func:`main`)
+        self.resolve_image: Any = None
+
+    def image(self, ref: str) -> ResolvedImage:
+        """A base or ``--from`` image: its config resolved through the gateway, its source pinned to the digest."""
+        from ..errors import GGUFPackError
+        from ..oci.platform import parse_platform
+        from ..oci.reader import ImageConfig
+
+        if ref not in self._images:
+            if self.resolve_image is None:
+                raise GGUFPackError(f"image {ref}: no image resolver (the frontend resolves images through BuildKit)")
+            target = parse_platform(self.plan.platform)
+            platform = llb.platform_pb(target["os"], target["architecture"], target.get("variant", ""))
+            digest, raw = self.resolve_image(ref, platform)
+            config = ImageConfig.parse(raw, f"image {ref}")
+            pinned = ref.split("@", 1)[0] + (f"@{digest}" if digest else "")
+            self._images[ref] = ResolvedImage(ref, digest, config,
+                                              llb.image(pinned, platform=platform, name=f"[ggufpack] FROM {ref}"))
+        return self._images[ref]
 
     # -- sources ---------------------------------------------------------------------------------
 
     def context_paths(self) -> list[str]:
         """Every context path the needed stages read (the include patterns of the one context source)."""
         from ..packerfile import instructions as ins
+        from ..sources import git, http
 
         paths: list[str] = []
         for index in self.plan.order:
@@ -148,7 +199,7 @@ class Translator:
                 if op.source is not None and op.source.kind != "context":
                     continue
                 if isinstance(c, ins.CopyCommand | ins.AddCommand):
-                    paths += list(c.sources)
+                    paths += [s for s in c.sources if not (http.is_url(s) or git.is_git_source(s))]
                 elif isinstance(c, ins.ConvertCommand) and op.source is not None:
                     paths.append(c.source)
                     if c.options.base is not None:
@@ -167,6 +218,19 @@ class Translator:
             self._context = llb.local("context", session_id=self.session, include=include or ["**"],
                                       shared_key="context", custom_name="[ggufpack] load build context")
         return self._context
+
+    def download(self, url: str, checksum: str | None) -> llb.Output:
+        """``ADD <url>``: an LLB http source; BuildKit checks the checksum (sha256 only) before anything uses it."""
+        from ..errors import GGUFPackError
+        from ..options.checksum import parse_checksum
+
+        digest = ""
+        if checksum:
+            algo, hexdigest = parse_checksum(checksum)
+            if algo != "sha256":
+                raise GGUFPackError(f"--checksum={checksum}: BuildKit verifies sha256 digests only")
+            digest = f"sha256:{hexdigest}"
+        return llb.http(url, checksum=digest, custom_name=f"[ggufpack] download {url}")
 
     def runner(self) -> llb.Output:
         if self._runner is None:
@@ -194,9 +258,13 @@ class Translator:
             state = self.results[base.stage].copy()
         elif base.kind == "scratch":
             state = StageState()
+        elif base.kind == "image":
+            with located(stage.position):
+                image = self.image(base.image)
+            state = StageState(image.fs, image.labels, image.cmd, image.history, image)
         else:
             with located(stage.position):
-                raise GGUFPackError(f"FROM {base.image}: base images are not yet supported by the BuildKit frontend")
+                raise GGUFPackError(f"FROM {base.kind}: not supported by the BuildKit frontend")
         for index, op in enumerate(stage.ops):
             with located(op.command.position):
                 self.op(stage, index, op, state)
@@ -215,7 +283,9 @@ class Translator:
             return "context", self.context()
         if op.source.kind == "stage":
             return "stage", self.results[op.source.stage].fs
-        raise GGUFPackError(f"--from={op.source.image}: images are not yet supported by the BuildKit frontend")
+        if op.source.kind == "image":
+            return "stage", self.image(op.source.image).fs
+        raise GGUFPackError(f"--from={op.source.kind}: not supported by the BuildKit frontend")
 
     def op(self, stage: Any, index: int, op: Any, state: StageState) -> None:
         from ..errors import GGUFPackError
@@ -244,14 +314,23 @@ class Translator:
             if c.chown is not None or c.contents or c.link or getattr(c, "parents", False):
                 raise GGUFPackError(f"{c.keyword} with --chown, --link, --parents or heredoc files is not yet "
                                     "supported by the BuildKit frontend")
-            if isinstance(c, ins.AddCommand) and any("://" in s or s.startswith("git@") for s in c.sources):
-                raise GGUFPackError("ADD of URLs and git repositories is not yet supported by the BuildKit frontend")
-            _, src_fs = self._source_state(op, state)
+            from ..sources import git, http
+
+            urls = [s for s in c.sources if isinstance(c, ins.AddCommand) and http.is_url(s)
+                    and not git.is_git_source(s)]
+            if isinstance(c, ins.AddCommand) and any(git.is_git_source(s) for s in c.sources):
+                raise GGUFPackError("ADD of git repositories is not yet supported by the BuildKit frontend")
+            paths = [s for s in c.sources if s not in urls]
+            _, src_fs = self._source_state(op, state) if paths else ("context", None)
             mode = int(c.chmod, 8) if c.chmod is not None else llb.UNSET
+            dest = c.dest if c.dest.startswith("/") else "/" + c.dest
             fo = llb.FileOps(state.fs, custom_name=name)
-            for src in c.sources:
-                fo.copy(src_fs, _abs(src), c.dest if c.dest.startswith("/") else "/" + c.dest, mode=mode,
-                        exclude=list(c.excludes), timestamp=ts)
+            for src in paths:
+                fo.copy(src_fs, _abs(src), dest, mode=mode, exclude=list(c.excludes), timestamp=ts)
+            for url in urls:
+                # BuildKit's http source: one file (named as the local download names it: Content-Disposition,
+                # else the URL's last component), 0600 as locally, verified against --checksum by BuildKit
+                fo.copy(self.download(url, c.checksum), "/*", dest, mode=mode, timestamp=ts)
             state.fs = fo.output()
         elif isinstance(c, ins.ConvertCommand | ins.QuantizeCommand | ins.ImatrixCommand):
             state.fs = self.model_op(stage, index, op, state, name)
@@ -262,10 +341,10 @@ class Translator:
     def model_op(self, stage: Any, index: int, op: Any, state: StageState, name: str) -> llb.Output:
         """CONVERT/QUANTIZE/IMATRIX: run_op in the frontend image, inputs read-only, result copied into the stage."""
         kind, src_fs = self._source_state(op, state)
-        spec = {
-            "packerfile": self.packerfile, "filename": self.filename, "build_args": self.build_args,
-            "target": self.target, "stage": stage.index, "op": index, "source": kind,
-        }
+        from .run_op import op_spec
+
+        # only the op's own expanded arguments: another line of the Packerfile edited keeps this op cached
+        spec = op_spec(op.command, source=kind, from_stage=op.source is not None)
         mounts = [llb.Mount("/ctx", self.context(), readonly=True)] if self._needs_context(op) else []
         if kind == "stage" and op.source is not None and src_fs is not None:
             mounts.append(llb.Mount("/src", src_fs, readonly=True))
@@ -339,7 +418,11 @@ def image_config(bridge: LLBBridge, ref: str, state: StageState, plan: Any,
 
         models, model_headers = model_fields(roles, headers_of)
         fields: dict[str, Any] = {"Cmd": list(cmd), **models}
-        fields["Labels"] = model_labels(model_headers, user_labels=inherited_labels(state.labels, None))
+        user_labels = inherited_labels(state.labels, state.base_image)  # type: ignore[arg-type]
+        if state.base_image is not None:
+            user_labels.setdefault("org.opencontainers.image.base.name", state.base_image.name)
+            user_labels.setdefault("org.opencontainers.image.base.digest", state.base_image.digest)
+        fields["Labels"] = model_labels(model_headers, user_labels=user_labels)
         check_system_prompt(cmd, model_headers[0])
     except CmdError as exc:
         if cmd_command is not None and cmd == list(cmd_command.args):
@@ -404,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         epoch = int(epoch_text) if epoch_text.isdigit() else None
         translator = Translator(plan, frontend_image=options.get("source", ""), session=session, packerfile=text,
                                 filename=filename, build_args=build_args, target=target, source_date_epoch=epoch)
+        translator.resolve_image = lambda ref, platform: bridge.resolve_image_config(
+            ref, platform=platform, resolve_mode=options.get("image-resolve-mode", "default"), log_name=f"FROM {ref}")
         state = translator.translate()
         ref = bridge.solve(llb.marshal(state.fs))
         config = image_config(bridge, ref, state, plan, epoch)
