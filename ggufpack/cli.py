@@ -86,6 +86,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .image.export import export_image
 
     path, _ = _packerfile_path(args)
+    if args.engine == "buildkit":
+        return _build_on_buildkit(args, path)
     progress = progress_for(args)
     store = store_for(args)
     result = build(
@@ -115,6 +117,31 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_on_buildkit(args: argparse.Namespace, path: Path) -> int:
+    """``build --engine buildkit``: ``docker build`` with the frontend image, then ``docker save`` into the store."""
+    from .frontend.docker_build import build_on_buildkit
+
+    unsupported = [flag for flag, given in (("--label", args.label), ("--output", args.output),
+                                            ("--format modelpack", args.format == "modelpack"),
+                                            ("--backend", args.backend)) if given]
+    if unsupported:
+        raise UsageError(f"--engine buildkit does not take {', '.join(unsupported)} yet")
+    progress = progress_for(args)
+    result = build_on_buildkit(
+        Path(args.context), file=path, frontend_image=args.frontend_image or "", tags=args.tag,
+        build_args=parse_build_args(args.build_arg), target=args.target, platform=args.platform,
+        no_cache=args.no_cache, push=args.push, progress="quiet" if args.quiet else args.progress,
+        store=store_for(args),
+    )
+    for ref in result.refs:
+        progress.log(f"tagged {ref}")
+    for ref in result.pushed:
+        progress.log(f"pushed {ref}")
+    if result.digest:
+        print(result.digest)
+    return 0
+
+
 def _push_tags(args: argparse.Namespace, store: Store, refs: Sequence[str], progress: Progress) -> None:
     """``build --push``: every -t that names a registry goes there."""
     from .refs import parse_reference
@@ -128,6 +155,26 @@ def _push_tags(args: argparse.Namespace, store: Store, refs: Sequence[str], prog
         result = push_image(store, str(target), target, client_for(args, target.registry or ""), progress,
                             fmt=args.format)
         progress.log(f"pushed {result.reference} ({result.digest})")
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """``ggufpack load [FILE]`` / ``-i FILE`` / stdin: an OCI or docker archive into the store."""
+    from .image.archive import load_archive, load_path
+
+    name = args.input or args.file
+    if args.file and args.input and args.file != args.input:
+        raise UsageError("load: give the archive once, as FILE or as -i FILE")
+    store = store_for(args)
+    platform = args.platform or DEFAULT_PLATFORM
+    if name and name != "-":
+        result = load_path(store, Path(name), platform=platform, tags=args.tag)
+    else:
+        if sys.stdin.isatty():
+            raise UsageError("load: no archive given and stdin is a terminal: give FILE, -i FILE or a pipe")
+        result = load_archive(store, sys.stdin.buffer, "stdin", platform=platform, tags=args.tag)
+    for ref in result.refs:
+        print(f"Loaded image: {ref}")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -283,9 +330,23 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     build.add_argument("--format", choices=["image", "modelpack"], default="image",
                        help="what --push and --output send, and whose digest is printed: the image, or its CNCF "
                             "ModelPack artifact (the store keeps the image under the tags either way)")
+    build.add_argument("--engine", choices=["local", "buildkit"], default="local",
+                       help="local: this process (default); buildkit: DOCKER_BUILDKIT=1 docker build with the "
+                            "ggufpack frontend image (DOCKER_HOST honoured), then loaded into the store")
+    build.add_argument("--frontend-image", metavar="REF",
+                       help="with --engine buildkit: the ggufpack frontend image BuildKit pulls and runs "
+                            "(passed as BUILDKIT_SYNTAX); required")
     add_registry_options(build)
     add_progress_options(build, "print only the digest (the image's; its artifact's with --format modelpack)")
     build.set_defaults(func=cmd_build)
+
+    load = sub.add_parser("load", help="import an OCI image layout archive or a docker save archive")
+    load.add_argument("file", nargs="?", help="the archive (default: stdin; gzip or plain tar)")
+    load.add_argument("-i", "--input", help="the archive, as docker load -i")
+    load.add_argument("-t", "--tag", action="append", default=[],
+                      help="name the loaded image (repeatable; needed when the archive names none)")
+    load.add_argument("--platform", help="os/arch to pick from an index (default: linux/amd64)")
+    load.set_defaults(func=cmd_load)
 
     lst = sub.add_parser("list", aliases=["ls"], help="list images in the local store")
     lst.add_argument("--format", choices=["table", "json"], default="table")

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ggufpack.errors import GGUFPackError
-from ggufpack.image.layer_index import index_layer
-from ggufpack.image.snapshot import Snapshot, check_symlinks
+from ggufpack.image.archive import index_image_layers
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.platform import select_platform
@@ -157,12 +156,9 @@ def _store_image(store: Store, manifest: Manifest, blobs: list[Descriptor], ref_
         raise GGUFPackError(f"{ref_name}: the image config has no rootfs.diff_ids list of digests")
     if len(diff_ids) != len(layers):
         raise GGUFPackError(f"{ref_name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}")
-    snapshot = Snapshot()
-    for layer, diff_id in zip(layers, diff_ids, strict=True):
-        snapshot = snapshot.apply(index_layer(store, layer, diff_id).diff)
-    check_symlinks(snapshot, ref_name)  # the symlink rule the build applies (oci/symlinks.py)
+    # every layer indexed, then the symlink rule the build applies (oci/symlinks.py): as ggufpack load does
+    files = index_image_layers(store, layers, diff_ids, ref_name)
     store.put_bytes(manifest.data, manifest.digest)
-    files = {node.digest for _, node in snapshot.items() if node.digest}
     store.set_ref(ref_name, Descriptor(manifest.media_type, manifest.digest, len(manifest.data)), files=files)
 
 
