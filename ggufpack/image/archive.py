@@ -34,7 +34,15 @@ from ..errors import GGUFPackError, UsageError
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor, canonical_json, sha256_digest
 from ..oci.platform import select_platform
-from ..oci.reader import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, ImageConfig, ImageManifest, decode_json, parse_index
+from ..oci.reader import (
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    ImageConfig,
+    ImageManifest,
+    decode_json,
+    layer_diff_ids,
+    parse_index,
+)
 from ..refs import canonical_reference
 from ..store import Store
 from ..store.ingest import ContentMismatchError, IngestWriter
@@ -312,12 +320,7 @@ def _check_image(staging: _Staging, image: _Image) -> dict[str, Any]:
                            "ggufpack load takes images only")
     config = decode_json(_checked(staging, config_desc, MAX_CONFIG_BYTES, "config"), f"{where}: the image config")
     ImageConfig.parse(config, where)
-    rootfs = config.get("rootfs") if isinstance(config, dict) else None
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
-        raise ArchiveError(f"{where}: the image config has no rootfs.diff_ids list of digests")
-    if len(diff_ids) != len(layers):
-        raise ArchiveError(f"{where}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}")
+    diff_ids = layer_diff_ids(config, where, len(layers))
     for layer, diff_id in zip(layers, diff_ids, strict=True):
         if layer.media_type in mt.PLAIN_LAYER_TYPES and layer.digest != diff_id:
             raise ArchiveError(f"{where}: layer {layer.digest[:19]} is an uncompressed tar but the config gives it "

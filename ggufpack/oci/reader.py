@@ -402,3 +402,15 @@ class ImageConfig:
     def layer_history(self) -> list[dict[str, Any]]:
         """One history entry per layer, in order (empty entries dropped)."""
         return [h for h in self.full_history if not h.get("empty_layer")]
+
+
+def layer_diff_ids(config: Any, where: str, layers: int) -> list[str]:
+    """The ``rootfs.diff_ids`` of an image config (already checked by :meth:`ImageConfig.parse`), one per
+    layer of its manifest (``layers`` of them); a :class:`MalformedImageError` otherwise."""
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+        raise MalformedImageError(f"{where}: the image config has no rootfs.diff_ids list of digests")
+    if len(diff_ids) != layers:
+        raise MalformedImageError(f"{where}: the config lists {len(diff_ids)} layers, the manifest {layers}")
+    return diff_ids

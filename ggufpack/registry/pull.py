@@ -22,7 +22,7 @@ from ggufpack.image.archive import index_image_layers
 from ggufpack.oci import mediatypes as mt
 from ggufpack.oci.descriptor import Descriptor
 from ggufpack.oci.platform import select_platform
-from ggufpack.oci.reader import MAX_CONFIG_BYTES, ImageConfig, ImageManifest, decode_json, parse_index
+from ggufpack.oci.reader import MAX_CONFIG_BYTES, ImageConfig, ImageManifest, decode_json, layer_diff_ids, parse_index
 from ggufpack.progress import QUIET, Bar, Progress
 from ggufpack.refs import Reference
 from ggufpack.registry.client import Manifest, RegistryClient, manifest_document
@@ -150,12 +150,7 @@ def _store_image(store: Store, manifest: Manifest, blobs: list[Descriptor], ref_
     config_desc, layers = blobs[0], blobs[1:]
     config = decode_json(store.read_blob(config_desc.digest), f"{ref_name}: the image config")
     ImageConfig.parse(config, ref_name)  # every field list, inspect, run and FROM use, checked (oci/reader.py)
-    rootfs = config.get("rootfs") if isinstance(config, dict) else None
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
-        raise GGUFPackError(f"{ref_name}: the image config has no rootfs.diff_ids list of digests")
-    if len(diff_ids) != len(layers):
-        raise GGUFPackError(f"{ref_name}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}")
+    diff_ids = layer_diff_ids(config, ref_name, len(layers))
     # every layer indexed, then the symlink rule the build applies (oci/symlinks.py): as ggufpack load does
     files = index_image_layers(store, layers, diff_ids, ref_name)
     store.put_bytes(manifest.data, manifest.digest)
