@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import threading
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -201,6 +202,15 @@ class LLBBridge:
     def return_error(self, message: str, code: int = 2) -> None:
         """End the build with an error (``code``: a gRPC status code, 2 UNKNOWN by default)."""
         self.call("Return", gateway.ReturnRequest(error=rpc.Status(code=code, message=message)))
+
+    def fail(self, message: str) -> int:
+        """End the build with ``message`` as its error, and the frontend's exit status (1); a bridge that
+        cannot even take the error leaves its traceback on stderr (dockerd's log)."""
+        try:
+            self.return_error(message)
+        except Exception:
+            traceback.print_exc()
+        return 1
 
     def close(self) -> None:
         self.channel.close()

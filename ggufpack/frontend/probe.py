@@ -79,11 +79,7 @@ def main() -> int:
         return 0
     except Exception as e:
         traceback.print_exc()
-        try:
-            bridge.return_error(f"ggufpack probe frontend: {e}")
-        except Exception:
-            traceback.print_exc()
-        return 1
+        return bridge.fail(f"ggufpack probe frontend: {e}")
     finally:
         bridge.close()
 

@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..image.load import ConfiguredImage
+from ..oci.reader import ImageConfig
 from . import llb
 from .gateway import LLBBridge, frontend_options, log
 
@@ -102,27 +104,15 @@ class StageState:
 
 
 @dataclass
-class ResolvedImage:
+class ResolvedImage(ConfiguredImage):
     """An image resolved by BuildKit (``ResolveImageConfig``): what a local build reads of a base image
     (:class:`ggufpack.image.load.BaseImage`: ``name``, ``digest``, ``labels``, ``cmd``, ``history``) and
     its LLB source, pinned to the resolved digest."""
 
     name: str
     digest: str
-    config: Any  # ggufpack.oci.reader.ImageConfig
+    config: ImageConfig
     fs: llb.Output
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.config.labels)
-
-    @property
-    def cmd(self) -> list[str] | None:
-        return list(self.config.cmd) if self.config.cmd else None
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        return self.config.full_history
 
 
 def _abs(path: str) -> str:
@@ -501,11 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         message = str(e) if isinstance(e, GGUFPackError) else f"ggufpack frontend: {type(e).__name__}: {e}"
         log("error:", message)
-        try:
-            bridge.return_error(message)
-        except Exception:
-            traceback.print_exc()
-        return 1
+        return bridge.fail(message)
     finally:
         bridge.close()
 

@@ -15,16 +15,11 @@ from .snapshot import Snapshot, check_symlinks
 from .stored import open_image
 
 
-@dataclass
-class BaseImage:
-    """A stored image, opened: manifest, config and the filesystem its layers make."""
+class ConfiguredImage:
+    """What a build inherits from a base image, read from its ``config`` (an :class:`ImageConfig`): the
+    store's images here, BuildKit's resolved ones in the frontend."""
 
-    name: str
-    digest: str
-    manifest: ImageManifest
     config: ImageConfig
-    layers: list[LayerResult]
-    snapshot: Snapshot
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -38,6 +33,18 @@ class BaseImage:
     @property
     def cmd(self) -> list[str] | None:
         return list(self.config.cmd) if self.config.cmd else None
+
+
+@dataclass
+class BaseImage(ConfiguredImage):
+    """A stored image, opened: manifest, config and the filesystem its layers make."""
+
+    name: str
+    digest: str
+    manifest: ImageManifest
+    config: ImageConfig
+    layers: list[LayerResult]
+    snapshot: Snapshot
 
 
 def load_image(
