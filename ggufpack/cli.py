@@ -17,6 +17,7 @@ from .packerfile import DEFAULT_FILENAME
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .oci.descriptor import Descriptor
     from .progress import Progress
     from .store import Store
 
@@ -83,7 +84,6 @@ def parse_labels(values: Sequence[str]) -> dict[str, str]:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from .api import build
-    from .image.export import export_image
 
     path, _ = _packerfile_path(args)
     if args.engine == "buildkit":
@@ -99,14 +99,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     for warning in plan_warnings(result.plan, result.image.config["config"]["Cmd"]):
         print(warning, file=sys.stderr)  # even with -q, as plan prints them
-    exported = result.descriptor
-    if args.format == "modelpack":
-        from .formats.modelpack import export_modelpack
-
-        exported = export_modelpack(store, result.descriptor.digest)
-        progress.log(f"ModelPack artifact {exported.digest}")
-    for output in args.output:
-        export_image(store, exported, output, ref=result.refs[0] if result.refs else None)
+    exported = _export(args, store, result.descriptor, result.refs, progress)
     stats = result.stats
     progress.log(f"built {result.image_id[:12]} ({stats.ops_run} op(s) run, {stats.ops_cached} cached)")
     for ref in result.refs:
@@ -117,28 +110,47 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, store: Store, image: Descriptor, refs: Sequence[str],
+            progress: Progress) -> Descriptor:
+    """``build --format modelpack`` and ``--output``, from the image in the store; what is printed and pushed."""
+    from .image.export import export_image
+
+    exported = image
+    if args.format == "modelpack":
+        from .formats.modelpack import export_modelpack
+
+        exported = export_modelpack(store, image.digest)
+        progress.log(f"ModelPack artifact {exported.digest}")
+    for output in args.output:
+        export_image(store, exported, output, ref=refs[0] if refs else None)
+    return exported
+
+
 def _build_on_buildkit(args: argparse.Namespace, path: Path) -> int:
     """``build --engine buildkit``: ``docker build`` with the frontend image, then ``docker save`` into the store."""
     from .frontend.docker_build import build_on_buildkit
 
-    unsupported = [flag for flag, given in (("--label", args.label), ("--output", args.output),
-                                            ("--format modelpack", args.format == "modelpack"),
-                                            ("--backend", args.backend)) if given]
-    if unsupported:
-        raise UsageError(f"--engine buildkit does not take {', '.join(unsupported)} yet")
+    if args.backend:
+        raise UsageError("--engine buildkit runs QUANTIZE and IMATRIX with the frontend image's llama.cpp: "
+                         "--backend names a backend of this machine")
+    if args.push and (args.output or args.format == "modelpack"):
+        raise UsageError("--engine buildkit --push sends the image as docker pushes it: build into the store "
+                         "(no --push), then --output or ggufpack push --format modelpack")
     progress = progress_for(args)
+    store = store_for(args)
     result = build_on_buildkit(
         Path(args.context), file=path, frontend_image=args.frontend_image or "", tags=args.tag,
-        build_args=parse_build_args(args.build_arg), target=args.target, platform=args.platform,
-        no_cache=args.no_cache, push=args.push, progress="quiet" if args.quiet else args.progress,
-        store=store_for(args),
+        build_args=parse_build_args(args.build_arg), labels=parse_labels(args.label), target=args.target,
+        platform=args.platform, no_cache=args.no_cache, push=args.push,
+        progress="quiet" if args.quiet else args.progress, store=store,
     )
     for ref in result.refs:
         progress.log(f"tagged {ref}")
     for ref in result.pushed:
         progress.log(f"pushed {ref}")
     if result.digest:
-        print(result.digest)
+        image = store.resolve(result.refs[0]).descriptor
+        print(_export(args, store, image, result.refs, progress).digest)
     return 0
 
 

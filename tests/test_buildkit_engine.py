@@ -35,9 +35,12 @@ def test_buildkit_engine_needs_a_frontend_image_and_a_tag(tmp_path: Path, capsys
     no_tag = cli_main(["build", "--engine", "buildkit", "--frontend-image", "x/y:1", str(QUICKSTART)], tmp_path,
                       capsys, monkeypatch)
     assert no_tag.code == 2 and "-t NAME:TAG" in no_tag.err
-    label = cli_main(["build", "--engine", "buildkit", "--frontend-image", "x/y:1", "-t", "a:b", "--label", "k=v",
-                      str(QUICKSTART)], tmp_path, capsys, monkeypatch)
-    assert label.code == 2 and "--label" in label.err
+    backend = cli_main(["build", "--engine", "buildkit", "--frontend-image", "x/y:1", "-t", "a:b", "--backend",
+                        "cpu", str(QUICKSTART)], tmp_path, capsys, monkeypatch)
+    assert backend.code == 2 and "frontend image's llama.cpp" in backend.err
+    pushed_artifact = cli_main(["build", "--engine", "buildkit", "--frontend-image", "x/y:1", "-t", "r.example/a:b",
+                                "--push", "--format", "modelpack", str(QUICKSTART)], tmp_path, capsys, monkeypatch)
+    assert pushed_artifact.code == 2 and "ggufpack push --format modelpack" in pushed_artifact.err
 
 
 def test_a_failing_docker_build_is_our_error(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
@@ -74,8 +77,10 @@ def test_build_engine_buildkit_lands_the_local_image_in_the_store(buildkit: Fron
     env = d.env(DOCKER_HOST=d.host)
     local = _ggufpack(home, env, "build", "-q", "-t", "qs:local", str(QUICKSTART))
     assert local.returncode == 0, local.stderr
+    exported = tmp_path / "bk-oci"
     built = _ggufpack(home, env, "build", "--engine", "buildkit", "--frontend-image", buildkit.remote,
-                      "--progress", "plain", "-t", "qs:bk", str(QUICKSTART))
+                      "--progress", "plain", "-t", "qs:bk", "--label", "team=platform",
+                      "--output", f"type=oci,dest={exported}", str(QUICKSTART))
     assert built.returncode == 0, built.stderr[-6000:] + d.log_text()[-3000:]
     assert built.stdout.strip().startswith("sha256:")
     listing = _ggufpack(home, env, "list")
@@ -84,10 +89,21 @@ def test_build_engine_buildkit_lands_the_local_image_in_the_store(buildkit: Fron
     local_files, local_config = _files(store, "qs:local")
     bk_files, bk_config = _files(store, "qs:bk")
     assert bk_files == local_files
+    bk_labels = bk_config["config"]["Labels"]
+    assert bk_labels.pop("team") == "platform"  # --label, as locally
+    assert bk_labels == local_config["config"]["Labels"]
     for key in SHARED_FIELDS:
-        assert bk_config["config"].get(key) == local_config["config"].get(key), key
+        if key != "Labels":
+            assert bk_config["config"].get(key) == local_config["config"].get(key), key
     inspect = _ggufpack(home, env, "inspect", "--format", "json", "qs:bk")
     assert inspect.returncode == 0, inspect.stderr
+    index = json.loads((exported / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == built.stdout.strip()  # --output: the image loaded from BuildKit
+    # estimate and run --dry-run see the same image
+    for command in (["estimate"], ["run", "--dry-run"]):
+        said = [_ggufpack(home, env, *command, ref) for ref in ("qs:local", "qs:bk")]
+        assert all(r.returncode == 0 for r in said), [r.stderr for r in said]
+        assert said[0].stdout.replace("qs:local", "REF") == said[1].stdout.replace("qs:bk", "REF"), command
 
     # --push: docker push of the -t that names a registry, nothing loaded; then pulled by ggufpack
     remote = f"{buildkit.registry.host}/qs:pushed"

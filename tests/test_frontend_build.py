@@ -299,6 +299,28 @@ def test_packerfile_error_fails_the_buildkit_build_with_the_local_message(buildk
     assert message.replace(str(ctx / "GGUFPackerfile"), "GGUFPackerfile") in out, out
 
 
+@pytest.mark.slow
+def test_a_failing_convert_on_buildkit_shows_the_converters_error_at_its_line(buildkit: tuple,
+                                                                               tmp_path: Path) -> None:
+    d, _, frontend, _ = buildkit
+    ctx = tmp_path / "badconvert"
+    (ctx / "hf").mkdir(parents=True)
+    (ctx / "hf" / "config.json").write_text(json.dumps({"architectures": ["NoSuchModelForCausalLM"]}))
+    (ctx / "hf" / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    (ctx / "GGUFPackerfile").write_text('FROM scratch\nCOPY hf /hf\nCONVERT /hf /m.gguf\nCMD ["-m", "/m.gguf"]\n')
+    local = _ggufpack(tmp_path / "home", "build", str(ctx), check=False)
+    assert local.returncode == 1, local.stderr
+    first = next(line for line in local.stderr.splitlines() if line.startswith("error: ")).removeprefix("error: ")
+    assert first.startswith(f"{ctx / 'GGUFPackerfile'}:3:"), first
+    converter_says = first.split(": ", 1)[1]
+    result = _bk_build(d, ctx, frontend, "badconvert:bk")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "GGUFPackerfile:3:" in out and "CONVERT failed on BuildKit" in out, out
+    assert converter_says.split(";")[0] in out, (converter_says, out)  # the converter's words, in its step's log
+    print("a failing CONVERT on BuildKit:", out[-1500:])
+
+
 def test_add_of_a_url_is_an_http_source_with_its_checksum() -> None:
     digest = "sha256:" + "a" * 64
     _, state = _translate(f"FROM scratch\nADD --checksum={digest} http://127.0.0.1:9/m.gguf /models/\n"
@@ -350,6 +372,9 @@ def test_add_of_a_url_with_a_checksum_on_buildkit(buildkit: tuple, tmp_path: Pat
         (bad / "GGUFPackerfile").write_text(f"FROM scratch\nADD --checksum=sha256:{'0' * 64} {url} /models/\n"
                                             'CMD ["-m", "/models/tiny.gguf"]\n')
         failed = _bk_build(d, bad, frontend, "bad-sum:bk")
-        assert failed.returncode != 0 and "digest mismatch" in failed.stdout + failed.stderr
+        said = failed.stdout + failed.stderr
+        # BuildKit's own words, at the ADD's line (not a missing file of the CMD later)
+        assert failed.returncode != 0 and "digest mismatch" in said and "GGUFPackerfile:2:" in said, said
+        assert "CMD names" not in said, said
         print("bad checksum on BuildKit:", (failed.stdout + failed.stderr)[-600:])
     print("times:", json.dumps(times))

@@ -50,7 +50,8 @@ def _docker_progress(progress: str) -> str:
 
 def build_on_buildkit(
     context: Path, *, file: Path, frontend_image: str, tags: Sequence[str], build_args: Mapping[str, str],
-    target: str | None, platform: str | None, no_cache: bool, push: bool, progress: str, store: Store,
+    labels: Mapping[str, str], target: str | None, platform: str | None, no_cache: bool, push: bool,
+    progress: str, store: Store,
 ) -> BuildKitResult:
     """Build ``context`` on BuildKit; the image lands in ``store`` under ``tags`` (or is only pushed)."""
     if not frontend_image:
@@ -64,6 +65,8 @@ def build_on_buildkit(
             "--build-arg", f"BUILDKIT_SYNTAX={frontend_image}", "-t", temp_tag]
     for name, value in build_args.items():
         argv += ["--build-arg", f"{name}={value}"]
+    for name, value in labels.items():  # reach the frontend as label:NAME options, as --label does locally
+        argv += ["--label", f"{name}={value}"]
     if target:
         argv += ["--target", target]
     if platform:

@@ -153,6 +153,8 @@ class Translator:
         self._context: llb.Output | None = None
         self._runner: llb.Output | None = None
         self._images: dict[str, ResolvedImage] = {}
+        #: ``(text BuildKit's error quotes, instruction)``: a failed solve named back to its Packerfile line
+        self.sites: list[tuple[str, Any]] = []
         #: ``ref -> (digest, config dict)``: BuildKit's ``ResolveImageConfig`` (set by :func:`main`)
         self.resolve_image: Any = None
 
@@ -318,6 +320,11 @@ class Translator:
             for src in paths:
                 fo.copy(src_fs, _abs(src), dest, mode=mode, exclude=list(c.excludes), timestamp=ts)
             for url in urls:
+                self.sites.append((url, c))
+                if c.checksum:  # BuildKit's "digest mismatch ACTUAL: EXPECTED" names the checksum, not the URL
+                    from ..options.checksum import parse_checksum
+
+                    self.sites.append(("sha256:" + parse_checksum(c.checksum)[1], c))
                 # BuildKit's http source: one file (named as the local download names it: Content-Disposition,
                 # else the URL's last component), 0600 as locally, verified against --checksum by BuildKit
                 fo.copy(self.download(url, c.checksum), "/*", dest, mode=mode, timestamp=ts)
@@ -341,7 +348,9 @@ class Translator:
         if state.fs is not None:
             mounts.append(llb.Mount("/cur", state.fs, readonly=True))
         mounts.append(llb.Mount("/out", None, output=True))
-        outputs = llb.exec_op(self.runner(), ["python3", "-m", RUN_OP_MODULE, json.dumps(spec, sort_keys=True)],
+        argument = json.dumps(spec, sort_keys=True)
+        self.sites.append((argument, op.command))
+        outputs = llb.exec_op(self.runner(), ["python3", "-m", RUN_OP_MODULE, argument],
                               env=["PYTHONPATH=/opt/ggufpack/site:/opt/ggufpack/app", "PYTHONDONTWRITEBYTECODE=1",
                                    "PYTHONUNBUFFERED=1", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"],
                               mounts=mounts, custom_name=name)
@@ -349,6 +358,26 @@ class Translator:
         parent = _parent_dir(op.command.dest)
         return (llb.FileOps(state.fs, custom_name=f"{name} (into the stage)")
                 .copy(out, "/", parent + ("/" if parent != "/" else ""), timestamp=self.timestamp).output())
+
+    def solve(self, bridge: LLBBridge, state: StageState) -> str:
+        """Solve the target stage now (so an op's failure is a Packerfile error, not a missing file later),
+        a failure reported at the line of the instruction BuildKit's message names."""
+        from ..errors import GGUFPackError
+        from .gateway import GatewayError
+
+        try:
+            return bridge.solve(llb.marshal(state.fs), evaluate=True)
+        except GatewayError as exc:
+            detail = str(exc).removeprefix("Solve: ")
+            for needle, command in self.sites:
+                if needle in detail:
+                    what = f"{command.keyword} failed on BuildKit"
+                    model_op = command.keyword in ("CONVERT", "QUANTIZE", "IMATRIX")
+                    brief = detail.replace(needle, "…") if model_op else detail  # the JSON spec is noise
+                    if model_op:
+                        what += " (its own error is in the step's log above)"
+                    raise GGUFPackError(f"{what}: {brief}").with_location(command.position) from None
+            raise GGUFPackError(f"the BuildKit solve failed: {detail}") from None
 
     def _needs_context(self, op: Any) -> bool:
         from ..packerfile import instructions as ins
@@ -380,8 +409,8 @@ def _read_headers(bridge: LLBBridge, ref: str, path: str) -> tuple[list[Any], in
     return headers, total
 
 
-def image_config(bridge: LLBBridge, ref: str, state: StageState, plan: Any,
-                 source_date_epoch: int | None) -> dict[str, Any]:
+def image_config(bridge: LLBBridge, ref: str, state: StageState, plan: Any, source_date_epoch: int | None,
+                 extra_labels: Mapping[str, str]) -> dict[str, Any]:
     """What :func:`ggufpack.image.commit.commit_image` writes into the config, from ranged reads of ``ref``."""
     from ..errors import GGUFPackError
     from ..gguf_info import model_labels
@@ -408,7 +437,8 @@ def image_config(bridge: LLBBridge, ref: str, state: StageState, plan: Any,
 
         models, model_headers = model_fields(roles, headers_of)
         fields: dict[str, Any] = {"Cmd": list(cmd), **models}
-        user_labels = inherited_labels(state.labels, state.base_image)  # type: ignore[arg-type]
+        user_labels = {**inherited_labels(state.labels, state.base_image),  # type: ignore[arg-type]
+                       **extra_labels}
         if state.base_image is not None:
             user_labels.setdefault("org.opencontainers.image.base.name", state.base_image.name)
             user_labels.setdefault("org.opencontainers.image.base.digest", state.base_image.digest)
@@ -446,6 +476,11 @@ def read_packerfile(bridge: LLBBridge, options: Mapping[str, str], session: str)
     raise UsageError(f"no Packerfile in the build: looked for {', '.join(wanted)}")
 
 
+def labels_of(options: Mapping[str, str]) -> dict[str, str]:
+    """``docker build --label K=V`` (``label:K`` options): the labels ``ggufpack build --label`` adds locally."""
+    return {k.removeprefix("label:"): v for k, v in options.items() if k.startswith("label:")}
+
+
 def build_args_of(options: Mapping[str, str]) -> dict[str, str]:
     return {k.removeprefix("build-arg:"): v for k, v in options.items()
             if k.startswith("build-arg:") and not k.removeprefix("build-arg:").startswith(_BUILDKIT_ARGS)}
@@ -480,8 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         translator.resolve_image = lambda ref, platform: bridge.resolve_image_config(
             ref, platform=platform, resolve_mode=options.get("image-resolve-mode", "default"), log_name=f"FROM {ref}")
         state = translator.translate()
-        ref = bridge.solve(llb.marshal(state.fs))
-        config = image_config(bridge, ref, state, plan, epoch)
+        ref = translator.solve(bridge, state)
+        config = image_config(bridge, ref, state, plan, epoch, labels_of(options))
         bridge.return_result(ref, {"containerimage.config": json.dumps(config, sort_keys=True).encode()})
         return 0
     except Exception as e:

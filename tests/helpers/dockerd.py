@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -185,6 +186,7 @@ def frontend_on_buildkit(work: Path, entry_module: str, tag: str | None = None) 
     """Start dockerd and docker-registry under ``work``, build (or load from the cache) the frontend image
     whose entry point runs ``entry_module``, push it as ``REGISTRY/ggufpack-frontend:TAG`` (default: its
     input key), and stop both by PID afterwards; skips the test where either cannot run."""
+    from ggufpack.cli_frontend import SERVE_ENTRY
     from ggufpack.frontend.image import ensure_frontend_image
     from tests.helpers.registry import LocalRegistry, registry_available
 
@@ -195,10 +197,17 @@ def frontend_on_buildkit(work: Path, entry_module: str, tag: str | None = None) 
         pytest.skip("docker.io cannot pull a frontend here: needs docker-registry, htpasswd and openssl")
     with LocalRegistry(work / "reg") as reg, LocalDockerd(work / "d") as d:
         started = time.monotonic()
-        ref, times = ensure_frontend_image(d.docker_cmd, entry_module=entry_module, env=d.env())
-        remote = f"{reg.host}/ggufpack-frontend:{tag or ref.rsplit(':', 1)[1]}"
-        d.docker("tag", ref, remote)
-        d.docker("push", remote)
+        if entry_module == SERVE_ENTRY:  # the real frontend: made and pushed by `ggufpack frontend image`
+            remote = f"{reg.host}/ggufpack-frontend:{tag or 'test'}"
+            made = subprocess.run([sys.executable, "-m", "ggufpack", "frontend", "image", "-t", remote, "--push"],
+                                  env=d.env(DOCKER_HOST=d.host), capture_output=True, text=True, timeout=1800)
+            assert made.returncode == 0, made.stderr[-4000:]
+            times: dict[str, float] = {}
+        else:
+            ref, times = ensure_frontend_image(d.docker_cmd, entry_module=entry_module, env=d.env())
+            remote = f"{reg.host}/ggufpack-frontend:{tag or ref.rsplit(':', 1)[1]}"
+            d.docker("tag", ref, remote)
+            d.docker("push", remote)
         times["frontend_ready_s"] = time.monotonic() - started
         yield FrontendOnBuildKit(d, reg, remote, times)
     shutil.rmtree(work / "d" / "data", ignore_errors=True)  # vfs keeps a full copy per layer: ~700 MB
