@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import GGUFPackError
@@ -21,7 +22,7 @@ def cmd_frontend_serve(args: argparse.Namespace) -> int:
 def cmd_frontend_image(args: argparse.Namespace) -> int:
     import subprocess
 
-    from .frontend.docker_build import docker_binary
+    from .frontend.docker_build import docker_binary, docker_call
     from .frontend.image import ensure_frontend_image
     from .refs import parse_reference
     from .version import __version__
@@ -29,18 +30,16 @@ def cmd_frontend_image(args: argparse.Namespace) -> int:
     tags = args.tag or [f"ggufpack-frontend:{__version__}"]
     for tag in tags:
         parse_reference(tag)
-    docker = [docker_binary()]
+    docker = docker_binary()
     try:
-        built, times = ensure_frontend_image(docker, entry_module=SERVE_ENTRY)
+        built, times = ensure_frontend_image([docker], entry_module=SERVE_ENTRY)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         raise GGUFPackError(f"building the frontend image failed: {exc}") from None
     for tag in tags:
-        subprocess.run([*docker, "tag", built, tag], check=True, capture_output=True)
+        docker_call(docker, os.environ, "tag", built, tag)
         print(f"tagged {tag} ({built})", file=sys.stderr)
         if args.push:
-            pushed = subprocess.run([*docker, "push", tag], capture_output=True, text=True)
-            if pushed.returncode != 0:
-                raise GGUFPackError(f"docker push {tag} failed: {pushed.stderr.strip()[-2000:]}")
+            docker_call(docker, os.environ, "push", tag)
             print(f"pushed {tag}", file=sys.stderr)
     if times:
         print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()), file=sys.stderr)

@@ -91,8 +91,8 @@ def build_on_buildkit(
     try:
         if push:
             for tag in push_targets:
-                _docker(docker, env, "tag", temp_tag, tag)
-                _docker(docker, env, "push", tag)
+                docker_call(docker, env, "tag", temp_tag, tag)
+                docker_call(docker, env, "push", tag)
                 result.pushed.append(tag)
             return result
         loaded = _save_and_load(docker, env, temp_tag, list(tags), store)
@@ -102,7 +102,8 @@ def build_on_buildkit(
         subprocess.run([docker, "rmi", temp_tag], env=env, capture_output=True, check=False)
 
 
-def _docker(docker: str, env: Mapping[str, str], *args: str) -> None:
+def docker_call(docker: str, env: Mapping[str, str], *args: str) -> None:
+    """``docker ARGS...``, its failure our error."""
     proc = subprocess.run([docker, *args], env=dict(env), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise GGUFPackError(f"docker {args[0]} {args[-1]} failed: {proc.stderr.strip()[-2000:]}")

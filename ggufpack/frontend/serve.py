@@ -211,17 +211,20 @@ class Translator:
                                       shared_key="context", custom_name="[ggufpack] load build context")
         return self._context
 
-    def download(self, url: str, checksum: str | None) -> llb.Output:
+    def download(self, url: str, command: Any) -> llb.Output:
         """``ADD <url>``: an LLB http source; BuildKit checks the checksum (sha256 only) before anything uses it."""
         from ..errors import GGUFPackError
         from ..options.checksum import parse_checksum
 
+        checksum = command.checksum
         digest = ""
+        self.sites.append((url, command))
         if checksum:
             algo, hexdigest = parse_checksum(checksum)
             if algo != "sha256":
                 raise GGUFPackError(f"--checksum={checksum}: BuildKit verifies sha256 digests only")
             digest = f"sha256:{hexdigest}"
+            self.sites.append((digest, command))  # BuildKit's "digest mismatch ACTUAL: EXPECTED" names no URL
         return llb.http(url, checksum=digest, custom_name=f"[ggufpack] download {url}")
 
     def runner(self) -> llb.Output:
@@ -320,14 +323,9 @@ class Translator:
             for src in paths:
                 fo.copy(src_fs, _abs(src), dest, mode=mode, exclude=list(c.excludes), timestamp=ts)
             for url in urls:
-                self.sites.append((url, c))
-                if c.checksum:  # BuildKit's "digest mismatch ACTUAL: EXPECTED" names the checksum, not the URL
-                    from ..options.checksum import parse_checksum
-
-                    self.sites.append(("sha256:" + parse_checksum(c.checksum)[1], c))
                 # BuildKit's http source: one file (named as the local download names it: Content-Disposition,
                 # else the URL's last component), 0600 as locally, verified against --checksum by BuildKit
-                fo.copy(self.download(url, c.checksum), "/*", dest, mode=mode, timestamp=ts)
+                fo.copy(self.download(url, c), "/*", dest, mode=mode, timestamp=ts)
             state.fs = fo.output()
         elif isinstance(c, ins.ConvertCommand | ins.QuantizeCommand | ins.ImatrixCommand):
             state.fs = self.model_op(stage, index, op, state, name)
